@@ -1,0 +1,1 @@
+"""Conversion of upstream checkpoints into odet's state-dict layout."""

@@ -1,0 +1,50 @@
+"""MMDetection checkpoints → odet state dicts.
+
+Most module names were kept identical to MMDetection's on purpose, so the mapping is a short list
+of renames; tensors that upstream shares between keys (RTMDet's head convs) appear once here.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+# (pattern, replacement) applied in order to every upstream key.
+_RTMDET_RENAMES: list[tuple[str, str]] = [
+    (r"\.depthwise_conv\.", ".depthwise."),
+    (r"\.pointwise_conv\.", ".pointwise."),
+    (r"^backbone\.stage(\d)\.1\.conv1\.", r"backbone.stage\1.1.reduce."),  # SPP block of the last stage
+    (r"^backbone\.stage(\d)\.1\.conv2\.", r"backbone.stage\1.1.expand."),
+    # SepBN head: convs shared across levels (level 0 holds them), BN per level.
+    (r"^bbox_head\.(cls|reg)_convs\.(\d+)\.(\d+)\.conv\.", r"head.\1_convs.\3.@level\2@"),
+    (r"^bbox_head\.(cls|reg)_convs\.(\d+)\.(\d+)\.bn\.", r"head.\1_norms.\2.\3."),
+    (r"^bbox_head\.rtm_cls\.", "head.cls_preds."),
+    (r"^bbox_head\.rtm_reg\.", "head.reg_preds."),
+]
+
+
+def rtmdet_from_mmdet(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Rename an MMDetection RTMDet state dict to odet keys.
+
+    Returns (converted state dict, upstream keys that had no place and were skipped). Shared head
+    convs are taken from level 0 and checked equal on the other levels.
+    """
+    out: dict[str, torch.Tensor] = {}
+    skipped: list[str] = []
+    for key, value in state_dict.items():
+        if key.startswith("data_preprocessor."):
+            skipped.append(key)
+            continue
+        new = key
+        for pattern, repl in _RTMDET_RENAMES:
+            new = re.sub(pattern, repl, new)
+        level = re.search(r"@level(\d+)@", new)
+        if level:
+            new = new.replace(level.group(0), "")
+            if new in out:  # the same shared conv seen from another level
+                if not torch.equal(out[new], value):
+                    raise ValueError(f"{key}: head conv is not shared across levels as RTMDet's SepBN head requires")
+                continue
+        out[new] = value
+    return out, skipped

@@ -1,0 +1,205 @@
+"""RTMDet's SepBN head: conv weights shared across levels, BatchNorm statistics per level.
+
+Per level: two towers (classification, regression) of ``stacked_convs`` 3×3 conv → BN → SiLU,
+then a 1×1 conv to ``num_classes`` logits and a 1×1 conv to 4 distances (l, t, r, b) that are
+multiplied by the level's stride (after ``exp`` for the m/l/x sizes).
+
+Training: Dynamic Soft Label assignment, Quality Focal Loss and GIoU loss; both losses are
+normalised by the sum of the matched IoUs over the batch (at least 1).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from odcli.assigners.dynamic_soft_label import DynamicSoftLabelAssigner
+from odcli.coders import distance_to_box
+from odcli.engine.distributed import all_reduce_mean
+from odcli.losses import giou_loss, quality_focal_loss
+from odcli.postprocess import NMSConfig, finalize_detections, rescale_boxes, select_topk
+from odcli.priors import multilevel_points
+from odcli.targets import pad_targets
+
+
+class RTMDetSepBNHead(nn.Module):
+    """Shared-conv, separate-BN dense head.
+
+    Args:
+        num_classes: number of foreground classes (sigmoid, no background logit).
+        in_channels / feat_channels: input and tower widths.
+        stacked_convs: 3×3 convs per tower.
+        strides: the input levels' strides, ascending.
+        exp_on_reg: apply ``exp`` to the regression output before scaling by the stride.
+        assigner, cls_weight, bbox_weight, qfl_beta: training settings.
+        nms: test-time post-processing settings.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        in_channels: int,
+        feat_channels: int,
+        stacked_convs: int = 2,
+        strides: tuple[int, ...] = (8, 16, 32),
+        exp_on_reg: bool = False,
+        bn_eps: float = 1e-5,
+        bn_momentum: float = 0.1,
+        assigner: DynamicSoftLabelAssigner,
+        cls_weight: float = 1.0,
+        bbox_weight: float = 2.0,
+        qfl_beta: float = 2.0,
+        nms: NMSConfig,
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.strides = tuple(strides)
+        self.exp_on_reg = exp_on_reg
+        self.assigner = assigner
+        self.cls_weight = cls_weight
+        self.bbox_weight = bbox_weight
+        self.qfl_beta = qfl_beta
+        self.nms = nms
+
+        def tower_convs() -> nn.ModuleList:
+            chans = [in_channels] + [feat_channels] * stacked_convs
+            return nn.ModuleList(
+                nn.Conv2d(chans[i], chans[i + 1], 3, padding=1, bias=False) for i in range(stacked_convs)
+            )
+
+        def tower_norms() -> nn.ModuleList:
+            return nn.ModuleList(
+                nn.ModuleList(
+                    nn.BatchNorm2d(feat_channels, eps=bn_eps, momentum=bn_momentum) for _ in range(stacked_convs)
+                )
+                for _ in self.strides
+            )
+
+        self.cls_convs = tower_convs()
+        self.reg_convs = tower_convs()
+        self.cls_norms = tower_norms()
+        self.reg_norms = tower_norms()
+        self.act = nn.SiLU(inplace=True)
+        self.cls_preds = nn.ModuleList(nn.Conv2d(feat_channels, num_classes, 1) for _ in self.strides)
+        self.reg_preds = nn.ModuleList(nn.Conv2d(feat_channels, 4, 1) for _ in self.strides)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Upstream init: convs N(0, 0.01), BN (1, 0), class bias for a 0.01 prior probability."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, std=0.01)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        prior_bias = -math.log((1 - 0.01) / 0.01)
+        for conv in self.cls_preds:
+            nn.init.constant_(conv.bias, prior_bias)
+
+    def _tower(self, x: torch.Tensor, convs: nn.ModuleList, norms: nn.ModuleList) -> torch.Tensor:
+        for conv, norm in zip(convs, norms, strict=True):
+            x = self.act(norm(conv(x)))
+        return x
+
+    def forward(self, feats: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Feature maps per level → (class logits (B, C, H, W), distances (B, 4, H, W) pixels) per level."""
+        cls_scores, bbox_preds = [], []
+        for level, (x, stride) in enumerate(zip(feats, self.strides, strict=True)):
+            cls_feat = self._tower(x, self.cls_convs, self.cls_norms[level])
+            reg_feat = self._tower(x, self.reg_convs, self.reg_norms[level])
+            cls_scores.append(self.cls_preds[level](cls_feat))
+            reg = self.reg_preds[level](reg_feat)
+            bbox_preds.append((reg.exp() if self.exp_on_reg else reg) * stride)
+        return cls_scores, bbox_preds
+
+    # ----------------------------------------------------------------------------------- helpers
+    def _flatten(
+        self, cls_scores: list[torch.Tensor], bbox_preds: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-level maps → logits (B, N, C), distances (B, N, 4), priors (N, 4), level-major."""
+        b = cls_scores[0].shape[0]
+        sizes = [tuple(c.shape[-2:]) for c in cls_scores]
+        priors = torch.cat(
+            multilevel_points(sizes, self.strides, device=cls_scores[0].device, dtype=cls_scores[0].dtype)
+        )
+        logits = torch.cat([c.permute(0, 2, 3, 1).reshape(b, -1, self.num_classes) for c in cls_scores], 1)
+        dists = torch.cat([d.permute(0, 2, 3, 1).reshape(b, -1, 4) for d in bbox_preds], 1)
+        return logits, dists, priors
+
+    # -------------------------------------------------------------------------------------- loss
+    def loss(
+        self,
+        cls_scores: list[torch.Tensor],
+        bbox_preds: list[torch.Tensor],
+        targets: list[dict[str, torch.Tensor]],
+    ) -> dict[str, torch.Tensor]:
+        """Training losses for a batch.
+
+        Args:
+            cls_scores / bbox_preds: outputs of :meth:`forward`.
+            targets: per image ``boxes`` (G, 4) xyxy input pixels and ``labels`` (G,).
+        Returns:
+            ``{"loss_cls", "loss_bbox"}`` scalars (already weighted).
+        """
+        logits, dists, priors = self._flatten(cls_scores, bbox_preds)
+        logits = logits.float()
+        boxes = distance_to_box(priors[None], dists.float())  # (B, N, 4)
+        gt_boxes, gt_labels, gt_mask = pad_targets(targets, device=logits.device)
+        assign = self.assigner(logits.detach(), boxes.detach(), priors, gt_boxes, gt_labels, gt_mask)
+        pos = assign.positive  # (B, N)
+
+        quality_target = torch.zeros_like(logits)
+        pos_b, pos_n = pos.nonzero(as_tuple=True)
+        quality_target[pos_b, pos_n, assign.labels[pos_b, pos_n]] = assign.quality[pos_b, pos_n]
+        # Normaliser: sum of matched IoUs over the whole (distributed) batch, at least 1.
+        norm = all_reduce_mean(assign.quality.sum().detach()).clamp(min=1.0)
+
+        loss_cls = quality_focal_loss(logits, quality_target, self.qfl_beta).sum() / norm
+        if pos_b.numel() > 0:
+            matched_gt = gt_boxes[pos_b, assign.gt_index[pos_b, pos_n]]
+            weight = assign.quality[pos_b, pos_n]
+            loss_bbox = (giou_loss(boxes[pos_b, pos_n], matched_gt) * weight).sum() / norm
+        else:
+            loss_bbox = boxes.sum() * 0.0
+        return {"loss_cls": self.cls_weight * loss_cls, "loss_bbox": self.bbox_weight * loss_bbox}
+
+    # ----------------------------------------------------------------------------------- predict
+    @torch.no_grad()
+    def predict(
+        self,
+        cls_scores: list[torch.Tensor],
+        bbox_preds: list[torch.Tensor],
+        metas: list[dict],
+        *,
+        rescale: bool = True,
+    ) -> list[dict[str, torch.Tensor]]:
+        """Detections per image: ``boxes`` (K, 4) xyxy (original pixels if ``rescale``), ``scores``, ``labels``.
+
+        Per level: sigmoid, keep (prior, class) pairs above ``score_thr``, the best ``nms_pre``;
+        then decode, clip to ``img_shape``, rescale, drop empty boxes, class-aware NMS.
+        """
+        b = cls_scores[0].shape[0]
+        sizes = [tuple(c.shape[-2:]) for c in cls_scores]
+        level_priors = multilevel_points(sizes, self.strides, device=cls_scores[0].device)
+        level_scores = [c.float().sigmoid().permute(0, 2, 3, 1).reshape(b, -1, self.num_classes) for c in cls_scores]
+        level_dists = [d.float().permute(0, 2, 3, 1).reshape(b, -1, 4) for d in bbox_preds]
+        results = []
+        for i, meta in enumerate(metas):
+            scores, labels, dists, points = [], [], [], []
+            for s, d, p in zip(level_scores, level_dists, level_priors, strict=True):
+                sc, lb, idx = select_topk(s[i], self.nms.score_thr, self.nms.nms_pre)
+                scores.append(sc)
+                labels.append(lb)
+                dists.append(d[i][idx])
+                points.append(p[idx])
+            img_h, img_w = meta["img_shape"]
+            boxes = distance_to_box(torch.cat(points), torch.cat(dists), max_shape=(img_h, img_w))
+            if rescale:
+                boxes = rescale_boxes(boxes, meta["scale_factor"])
+            results.append(finalize_detections(boxes, torch.cat(scores), torch.cat(labels), self.nms))
+        return results

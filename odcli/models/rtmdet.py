@@ -1,0 +1,131 @@
+"""RTMDet tiny/s/m/l/x: CSPNeXt → CSPNeXtPAFPN → SepBN head, from a typed config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from odcli.assigners.dynamic_soft_label import DynamicSoftLabelAssigner
+from odcli.models.backbones.cspnext import CSPNeXt
+from odcli.models.detector import Detector, InputSpec
+from odcli.models.heads.rtmdet_sepbn import RTMDetSepBNHead
+from odcli.models.necks.cspnext_pafpn import CSPNeXtPAFPN
+from odcli.postprocess import NMSConfig
+
+
+@dataclass(frozen=True)
+class RTMDetSize:
+    """What differs between RTMDet sizes (upstream configs)."""
+
+    deepen_factor: float
+    widen_factor: float
+    neck_csp_blocks: int
+    exp_on_reg: bool
+
+    @property
+    def channels(self) -> int:
+        """Neck/head width = 256 × widen."""
+        return int(256 * self.widen_factor)
+
+
+RTMDET_SIZES: dict[str, RTMDetSize] = {
+    "tiny": RTMDetSize(0.167, 0.375, 1, False),
+    "s": RTMDetSize(0.33, 0.5, 1, False),
+    "m": RTMDetSize(0.67, 0.75, 2, True),
+    "l": RTMDetSize(1.0, 1.0, 3, True),
+    "x": RTMDetSize(1.33, 1.25, 4, True),
+}
+
+
+@dataclass
+class RTMDetConfig:
+    """Every hyper-parameter of an RTMDet model (the ``model:`` section of a recipe).
+
+    ``size`` picks depth/width from :data:`RTMDET_SIZES`; the rest are upstream defaults.
+    """
+
+    arch: str = "rtmdet"
+    size: str = "tiny"
+    num_classes: int = 80
+    expand_ratio: float = 0.5
+    channel_attention: bool = True
+    stacked_convs: int = 2
+    bn_eps: float = 1e-5
+    bn_momentum: float = 0.1
+    # input
+    mean: list[float] = field(default_factory=lambda: [103.53, 116.28, 123.675])
+    std: list[float] = field(default_factory=lambda: [57.375, 57.12, 58.395])
+    to_rgb: bool = False
+    test_scale: list[int] = field(default_factory=lambda: [640, 640])
+    pad_value: float = 114.0
+    # training
+    assigner_topk: int = 13
+    assigner_iou_weight: float = 3.0
+    assigner_center_radius: float = 3.0
+    qfl_beta: float = 2.0
+    cls_weight: float = 1.0
+    bbox_weight: float = 2.0
+    # test
+    score_thr: float = 0.001
+    nms_pre: int = 30000
+    nms_iou_thr: float = 0.65
+    max_per_img: int = 300
+    min_bbox_size: float = 0.0
+
+
+def build_rtmdet(cfg: RTMDetConfig) -> Detector:
+    """Construct an RTMDet detector (randomly initialised) from its config."""
+    if cfg.size not in RTMDET_SIZES:
+        from odcli.errors import OdetError
+
+        raise OdetError(f"unknown RTMDet size {cfg.size!r}; choose one of {', '.join(RTMDET_SIZES)}")
+    size = RTMDET_SIZES[cfg.size]
+    bn = {"bn_eps": cfg.bn_eps, "bn_momentum": cfg.bn_momentum}
+    backbone = CSPNeXt(
+        deepen_factor=size.deepen_factor,
+        widen_factor=size.widen_factor,
+        expand_ratio=cfg.expand_ratio,
+        channel_attention=cfg.channel_attention,
+        **bn,
+    )
+    neck = CSPNeXtPAFPN(
+        in_channels=backbone.out_channels,
+        out_channels=size.channels,
+        num_csp_blocks=size.neck_csp_blocks,
+        expand_ratio=cfg.expand_ratio,
+        **bn,
+    )
+    head = RTMDetSepBNHead(
+        num_classes=cfg.num_classes,
+        in_channels=size.channels,
+        feat_channels=size.channels,
+        stacked_convs=cfg.stacked_convs,
+        strides=(8, 16, 32),
+        exp_on_reg=size.exp_on_reg,
+        assigner=DynamicSoftLabelAssigner(
+            topk=cfg.assigner_topk,
+            iou_weight=cfg.assigner_iou_weight,
+            soft_center_radius=cfg.assigner_center_radius,
+        ),
+        cls_weight=cfg.cls_weight,
+        bbox_weight=cfg.bbox_weight,
+        qfl_beta=cfg.qfl_beta,
+        nms=NMSConfig(
+            score_thr=cfg.score_thr,
+            nms_pre=cfg.nms_pre,
+            iou_thr=cfg.nms_iou_thr,
+            max_per_img=cfg.max_per_img,
+            min_bbox_size=cfg.min_bbox_size,
+        ),
+        **bn,
+    )
+    w, h = cfg.test_scale
+    spec = InputSpec(
+        mean=tuple(cfg.mean),
+        std=tuple(cfg.std),
+        to_rgb=cfg.to_rgb,
+        test_scale=(w, h),
+        keep_ratio=True,
+        pad_value=cfg.pad_value,
+        pad_to=(h, w),
+    )
+    return Detector(arch=f"rtmdet_{cfg.size}", backbone=backbone, neck=neck, head=head, input_spec=spec)

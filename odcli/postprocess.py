@@ -1,0 +1,72 @@
+"""Test-time post-processing: score filter, top-k, decode, rescale, class-aware NMS."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torchvision.ops import batched_nms
+
+
+@dataclass(frozen=True)
+class NMSConfig:
+    """Post-processing settings (upstream ``test_cfg``).
+
+    Attributes:
+        score_thr: keep (prior, class) pairs with score strictly above this.
+        nms_pre: at most this many pairs per level before NMS (best scores first).
+        iou_thr: class-aware NMS IoU threshold (suppress when IoU > thr).
+        max_per_img: detections kept per image after NMS.
+        min_bbox_size: drop boxes whose width or height is not above this (after rescaling).
+    """
+
+    score_thr: float
+    nms_pre: int
+    iou_thr: float
+    max_per_img: int
+    min_bbox_size: float = 0.0
+
+
+def select_topk(scores: torch.Tensor, score_thr: float, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Flatten (N, C) scores prior-major, keep those > ``score_thr``, then the best ``k``.
+
+    One prior can contribute several (prior, class) pairs. Returns (scores (K,), labels (K,),
+    prior indices (K,)), best first.
+    """
+    keep = scores > score_thr
+    kept_scores = scores[keep]
+    idx = keep.nonzero()
+    kept_scores, order = kept_scores.sort(descending=True)
+    order = order[:k]
+    idx = idx[order]
+    return kept_scores[:k], idx[:, 1], idx[:, 0]
+
+
+def rescale_boxes(boxes: torch.Tensor, scale_factor: tuple[float, float]) -> torch.Tensor:
+    """Map (N, 4) xyxy input-pixel boxes to original pixels, multiplying by 1/scale per axis.
+
+    Multiplying by the reciprocal (not dividing) matches upstream to the last bit.
+    """
+    sx, sy = scale_factor
+    inv = boxes.new_tensor([1.0 / sx, 1.0 / sy, 1.0 / sx, 1.0 / sy])
+    return boxes * inv
+
+
+def finalize_detections(
+    boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, cfg: NMSConfig
+) -> dict[str, torch.Tensor]:
+    """Drop boxes not larger than ``min_bbox_size``, run class-aware NMS, keep ``max_per_img``.
+
+    Args:
+        boxes: (K, 4) xyxy; scores: (K,); labels: (K,) long.
+    Returns:
+        ``{"boxes": (M, 4), "scores": (M,), "labels": (M,)}`` sorted by score, descending.
+    """
+    w = boxes[:, 2] - boxes[:, 0]
+    h = boxes[:, 3] - boxes[:, 1]
+    ok = (w > cfg.min_bbox_size) & (h > cfg.min_bbox_size)
+    boxes, scores, labels = boxes[ok], scores[ok], labels[ok]
+    if boxes.numel() == 0:
+        return {"boxes": boxes.reshape(0, 4), "scores": scores, "labels": labels}
+    keep = batched_nms(boxes, scores, labels, cfg.iou_thr)[: cfg.max_per_img]
+    return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}

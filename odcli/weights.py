@@ -1,0 +1,80 @@
+"""Loading weights into a detector from any supported file.
+
+* ``.safetensors`` — odet's own format (see :mod:`odcli.engine.checkpoint`); EMA weights are
+  preferred when the file has them.
+* ``.pth`` — an MMDetection checkpoint, converted on the fly (safe unpickling, fp16 upcast).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from odcli.errors import OdetError
+
+
+def read_state_dict(path: str | Path, *, arch: str) -> dict[str, torch.Tensor]:
+    """Read ``path`` and return an odet-layout state dict in float32 for a model of family ``arch``."""
+    path = Path(path)
+    if not path.is_file():
+        raise OdetError(f"weights file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        from odcli.engine.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(path)
+        state = ckpt.ema_state or ckpt.model_state
+    elif suffix in {".pth", ".pt", ".ckpt"}:
+        state = _from_mmdet(path, arch=arch)
+    else:
+        raise OdetError(f"unsupported weights file {path.name}: expected .safetensors or an MMDetection .pth")
+    return {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
+
+
+def _from_mmdet(path: Path, *, arch: str) -> dict[str, torch.Tensor]:
+    from odcli.convert.mmdet import rtmdet_from_mmdet
+    from odcli.convert.safe_unpickle import load_torch_checkpoint
+
+    raw = load_torch_checkpoint(path)
+    state = raw.get("state_dict", raw) if isinstance(raw, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise OdetError(f"{path.name} holds no state_dict of tensors; is it an MMDetection checkpoint?")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    if arch.startswith("rtmdet"):
+        converted, _ = rtmdet_from_mmdet(state)
+        return converted
+    raise OdetError(f"no MMDetection converter for architecture {arch!r}")
+
+
+def assign_state_dict(model: nn.Module, state: dict[str, torch.Tensor], *, source: str = "checkpoint") -> None:
+    """Copy ``state`` into ``model``; every key and shape must match.
+
+    Raises :class:`OdetError` naming the tensors that do not fit (missing, unexpected, wrong
+    shape) — the usual sign of a checkpoint for another architecture or size.
+    """
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [
+        f"{k} {tuple(state[k].shape)}≠{tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        for label, items in (("shape mismatch", wrong), ("missing", missing), ("unexpected", unexpected)):
+            if items:
+                shown = ", ".join(items[:4]) + (f" … (+{len(items) - 4})" if len(items) > 4 else "")
+                parts.append(f"{len(items)} {label}: {shown}")
+        arch = getattr(model, "arch", type(model).__name__)
+        raise OdetError(f"{source} does not fit {arch}: " + "; ".join(parts))
+    model.load_state_dict(state, strict=True)
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load odet ``.safetensors`` or MMDetection ``.pth`` weights into ``model`` (in place); returns it."""
+    arch = getattr(model, "arch", "")
+    assign_state_dict(model, read_state_dict(path, arch=arch), source=Path(path).name)
+    return model
