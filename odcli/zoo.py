@@ -1,0 +1,69 @@
+"""The model zoo: a flat table from model names to (config class, builder).
+
+``build_detector("rtmdet_s")`` is ``build_rtmdet(RTMDetConfig(size="s"))``; a recipe's ``model:``
+section is the same config class filled from YAML/TOML.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from odcli.errors import OdetError
+from odcli.models.detector import Detector
+from odcli.models.rtmdet import RTMDET_SIZES, RTMDetConfig, build_rtmdet
+
+
+@dataclass(frozen=True)
+class Family:
+    """A detector family: its typed config and the function that builds it."""
+
+    config_cls: type
+    build: Callable[[Any], Detector]
+    sizes: tuple[str, ...]
+
+
+FAMILIES: dict[str, Family] = {
+    "rtmdet": Family(RTMDetConfig, build_rtmdet, tuple(RTMDET_SIZES)),
+}
+
+
+def list_models() -> list[str]:
+    """Every zoo name, e.g. ``rtmdet_tiny``."""
+    return [f"{arch}_{size}" for arch, fam in FAMILIES.items() for size in fam.sizes]
+
+
+def model_config(name: str, **overrides: Any) -> Any:
+    """The default config of zoo model ``name`` with ``overrides`` applied."""
+    arch, _, size = name.partition("_")
+    family = FAMILIES.get(arch)
+    if family is None or size not in family.sizes:
+        import difflib
+
+        near = difflib.get_close_matches(name, list_models(), n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else f"; available: {', '.join(list_models())}"
+        raise OdetError(f"unknown model {name!r}{hint}")
+    return replace(family.config_cls(size=size), **overrides)
+
+
+def build_from_config(cfg: Any) -> Detector:
+    """Build a detector from a filled family config (e.g. a recipe's ``model`` section)."""
+    return FAMILIES[cfg.arch].build(cfg)
+
+
+def build_detector(name_or_recipe: str | Path, num_classes: int | None = None, **overrides: Any) -> Detector:
+    """Build a detector from a zoo name (``rtmdet_tiny`` …) or a recipe file path.
+
+    ``num_classes`` and other keyword overrides replace fields of the model config.
+    """
+    if num_classes is not None:
+        overrides["num_classes"] = num_classes
+    text = str(name_or_recipe)
+    if text.endswith((".yaml", ".yml", ".toml")):
+        from odcli.recipe import load_recipe
+
+        cfg = replace(load_recipe(text).model, **overrides)
+        return build_from_config(cfg)
+    return build_from_config(model_config(text, **overrides))
