@@ -25,7 +25,9 @@ def read_state_dict(path: str | Path, *, arch: str) -> dict[str, torch.Tensor]:
         from odcli.engine.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(path)
-        state = ckpt.ema_state or ckpt.model_state
+        state = ckpt.model_state
+        if ckpt.ema_state:  # the averaged weights are the ones to deploy
+            state = {k.removeprefix("module."): v for k, v in ckpt.ema_state.items() if k.startswith("module.")}
     elif suffix in {".pth", ".pt", ".ckpt"}:
         state = _from_mmdet(path, arch=arch)
     else:

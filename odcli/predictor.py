@@ -1,0 +1,140 @@
+"""Inference on raw images: load a model with its class names, preprocess, predict.
+
+This is what ``odet infer`` and ``odet eval`` share: a :class:`Predictor` owns a model in eval
+mode, the test-time pipeline its :class:`~odcli.models.detector.InputSpec` prescribes, and the
+class names that turn labels into words.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from odcli.data.coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
+from odcli.data.loader import collate, normalize
+from odcli.data.transforms import Sample, build_test_transforms
+from odcli.errors import OdetError
+from odcli.models.detector import Detector
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference plus what the checkpoint said about it."""
+
+    model: Detector
+    classes: list[str]
+    cat_ids: list[int]
+    meta: dict[str, Any]
+    source: Path
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` → CUDA when available, else CPU; otherwise the named device (checked)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise OdetError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    return device
+
+
+def load_model(weights: str | Path, *, arch: str | None = None, device: str = "auto") -> LoadedModel:
+    """Build the model a weights file belongs to and load it.
+
+    odet ``.safetensors`` checkpoints carry their architecture, recipe and class names; upstream
+    ``.pth`` files need ``arch`` and are assumed to be COCO (80 classes).
+    """
+    from odcli.weights import load_weights
+    from odcli.zoo import build_detector, build_from_config
+
+    path = Path(weights)
+    if not path.is_file():
+        raise OdetError(f"weights file not found: {path}")
+    meta: dict[str, Any] = {}
+    if path.suffix == ".safetensors":
+        from odcli.engine.checkpoint import read_meta
+        from odcli.recipe import recipe_from_dict
+
+        meta = read_meta(path)
+        recipe = meta.get("recipe")
+        if recipe and "model" in recipe:
+            model = build_from_config(recipe_from_dict(recipe).model)
+        elif meta.get("arch") or arch:
+            model = build_detector(arch or meta["arch"], num_classes=len(meta.get("classes") or COCO_CLASSES))
+        else:
+            raise OdetError(f"{path.name} does not say which architecture it holds; pass --arch")
+    else:
+        if not arch:
+            raise OdetError(f"{path.name} is an upstream checkpoint: pass --arch (e.g. --arch rtmdet_tiny)")
+        model = build_detector(arch, num_classes=len(COCO_CLASSES))
+    load_weights(model, path)
+    classes = list(meta.get("classes") or (COCO_CLASSES if model.num_classes == 80 else []))
+    if len(classes) != model.num_classes:
+        classes = [f"class_{i}" for i in range(model.num_classes)]
+    cat_ids = list(meta.get("cat_ids") or (COCO_CATEGORY_IDS if model.num_classes == 80 else []))
+    if len(cat_ids) != model.num_classes:
+        cat_ids = list(range(1, model.num_classes + 1))
+    model = model.to(resolve_device(device)).eval()
+    return LoadedModel(model=model, classes=classes, cat_ids=cat_ids, meta=meta, source=path)
+
+
+class Predictor:
+    """Raw BGR images → detections in original-image pixels.
+
+    Args:
+        model: a detector (put in eval mode here).
+        score_thr: extra display/export threshold applied after the model's own post-processing
+            (0 keeps everything the model returns, which is what COCO evaluation wants).
+    """
+
+    def __init__(self, model: Detector, *, score_thr: float = 0.0) -> None:
+        self.model = model.eval()
+        self.score_thr = score_thr
+        spec = model.input_spec
+        self.transforms = build_test_transforms(
+            spec.test_scale, pad_val=int(spec.pad_value), pad=spec.pad_to is not None
+        )
+        self.device = next(model.parameters()).device
+
+    def prepare(self, img: np.ndarray, *, file_name: str = "", image_id: int = 0) -> Sample:
+        """Apply the test pipeline to one (H, W, 3) uint8 BGR image."""
+        h, w = img.shape[:2]
+        sample: Sample = {
+            "img": img,
+            "boxes": np.zeros((0, 4), np.float32),
+            "labels": np.zeros((0,), np.int64),
+            "image_id": image_id,
+            "file_name": file_name,
+            "ori_shape": (h, w),
+            "img_shape": (h, w),
+            "pad_shape": (h, w),
+            "scale_factor": (1.0, 1.0),
+        }
+        return self.transforms(sample)
+
+    @torch.no_grad()
+    def predict_samples(self, samples: list[Sample]) -> list[dict[str, torch.Tensor]]:
+        """Detections (CPU tensors) for already-prepared samples, one forward pass."""
+        spec = self.model.input_spec
+        images, _, metas = collate(samples, pad_value=int(spec.pad_value), size_divisor=spec.size_divisor)
+        batch = normalize(images.to(self.device), spec.mean, spec.std, spec.to_rgb)
+        dets = self.model.predict(batch, metas)
+        out = []
+        for det in dets:
+            keep = det["scores"] > self.score_thr
+            out.append({k: v[keep].cpu() for k, v in det.items()})
+        return out
+
+    def __call__(self, images: list[np.ndarray]) -> list[dict[str, torch.Tensor]]:
+        """Detections for raw BGR images: ``boxes`` (K, 4) xyxy original pixels, ``scores``, ``labels``."""
+        return self.predict_samples([self.prepare(img) for img in images])
+
+
+def with_test_settings(model: Detector, **changes: Any) -> Detector:
+    """Change the head's post-processing settings (score threshold, NMS …) in place; returns model."""
+    model.head.nms = replace(model.head.nms, **changes)
+    return model
