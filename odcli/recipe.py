@@ -209,6 +209,11 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         return value
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, str):
+        try:  # YAML 1.1 reads "1e-3" (no dot) as a string
+            return float(value)
+        except ValueError:
+            raise OdetError(f"{where}: expected a number, got {value!r}") from None
     if annotation is bool and not isinstance(value, bool):
         raise OdetError(f"{where}: expected true/false, got {value!r}")
     if annotation is int and (isinstance(value, bool) or not isinstance(value, int)):

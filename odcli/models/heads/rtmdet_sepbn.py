@@ -24,6 +24,17 @@ from odcli.priors import multilevel_points
 from odcli.targets import pad_targets
 
 
+class _Folded(nn.Module):
+    """A level's conv with its BN folded in, standing where the BN was (the shared conv becomes Identity)."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
 class RTMDetSepBNHead(nn.Module):
     """Shared-conv, separate-BN dense head.
 
@@ -105,6 +116,18 @@ class RTMDetSepBNHead(nn.Module):
         for conv, norm in zip(convs, norms, strict=True):
             x = self.act(norm(conv(x)))
         return x
+
+    @torch.no_grad()
+    def fuse_for_inference(self) -> None:
+        """Fold each level's BN into its own copy of the shared convs (inference only)."""
+        from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+        for convs, norms in ((self.cls_convs, self.cls_norms), (self.reg_convs, self.reg_norms)):
+            for level_norms in norms:
+                for i, conv in enumerate(convs):
+                    level_norms[i] = _Folded(fuse_conv_bn_eval(conv, level_norms[i]))
+            for i in range(len(convs)):
+                convs[i] = nn.Identity()
 
     def forward(self, feats: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Feature maps per level → (class logits (B, C, H, W), distances (B, 4, H, W) pixels) per level."""

@@ -1,0 +1,27 @@
+"""``odet``: the Typer application that dispatches to one module per subcommand."""
+
+from __future__ import annotations
+
+import typer
+
+from odcli.cli import convert, evaluate, infer, train
+
+app = typer.Typer(
+    name="odet",
+    help="Train, evaluate, run and convert dense one-stage detectors (RTMDet, RetinaNet, PP-YOLOE).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("train")(train.train)
+app.command("eval")(evaluate.evaluate)
+app.command("infer")(infer.infer)
+app.command("convert-weights")(convert.convert_weights)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

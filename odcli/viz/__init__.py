@@ -1,0 +1,1 @@
+"""Pictures: detections and label assignments drawn on images."""
