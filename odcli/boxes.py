@@ -45,9 +45,9 @@ def aligned_giou(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 1e-6) 
     overlap = wh[..., 0] * wh[..., 1]
     union = (box_area(boxes1) + box_area(boxes2) - overlap).clamp(min=eps)
     iou = overlap / union
-    enclose_wh = (torch.max(boxes1[..., 2:], boxes2[..., 2:]) - torch.min(boxes1[..., :2], boxes2[..., :2])).clamp(
-        min=0
-    )
+    enclose_wh = (
+        torch.max(boxes1[..., 2:], boxes2[..., 2:]) - torch.min(boxes1[..., :2], boxes2[..., :2])
+    ).clamp(min=0)
     enclose = (enclose_wh[..., 0] * enclose_wh[..., 1]).clamp(min=eps)
     return iou - (enclose - union) / enclose
 

@@ -27,7 +27,9 @@ class NMSConfig:
     min_bbox_size: float = 0.0
 
 
-def select_topk(scores: torch.Tensor, score_thr: float, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def select_topk(
+    scores: torch.Tensor, score_thr: float, k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Flatten (N, C) scores prior-major, keep those > ``score_thr``, then the best ``k``.
 
     One prior can contribute several (prior, class) pairs. Returns (scores (K,), labels (K,),

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tomllib
 import yaml
 
 from odcli.errors import OdetError
@@ -186,7 +186,7 @@ def parse_override(text: str) -> tuple[str, str, Any]:
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
     """Check ``value`` against a dataclass field annotation; int→float is allowed."""
     if isinstance(annotation, str):
-        annotation = eval(annotation, vars(typing) | {"Path": Path})  # noqa: S307 - our own annotations
+        annotation = eval(annotation, vars(typing) | {"Path": Path})
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):

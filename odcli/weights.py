@@ -27,7 +27,9 @@ def read_state_dict(path: str | Path, *, arch: str) -> dict[str, torch.Tensor]:
         ckpt = load_checkpoint(path)
         state = ckpt.model_state
         if ckpt.ema_state:  # the averaged weights are the ones to deploy
-            state = {k.removeprefix("module."): v for k, v in ckpt.ema_state.items() if k.startswith("module.")}
+            state = {
+                k.removeprefix("module."): v for k, v in ckpt.ema_state.items() if k.startswith("module.")
+            }
     elif suffix in {".pth", ".pt", ".ckpt"}:
         state = _from_mmdet(path, arch=arch)
     else:
@@ -50,7 +52,9 @@ def _from_mmdet(path: Path, *, arch: str) -> dict[str, torch.Tensor]:
     raise OdetError(f"no MMDetection converter for architecture {arch!r}")
 
 
-def assign_state_dict(model: nn.Module, state: dict[str, torch.Tensor], *, source: str = "checkpoint") -> None:
+def assign_state_dict(
+    model: nn.Module, state: dict[str, torch.Tensor], *, source: str = "checkpoint"
+) -> None:
     """Copy ``state`` into ``model``; every key and shape must match.
 
     Raises :class:`OdetError` naming the tensors that do not fit (missing, unexpected, wrong

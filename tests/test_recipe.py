@@ -29,7 +29,8 @@ def test_upstream_hyper_parameters_in_full_recipes() -> None:
 
 def test_overrides_are_typed(tmp_path: Path) -> None:
     recipe = load_recipe(
-        REPO / "recipes" / "demo.yaml", ["train.epochs=50", "model.size=s", "train.lr=1e-3", "data.img_scale=[256, 256]"]
+        REPO / "recipes" / "demo.yaml",
+        ["train.epochs=50", "model.size=s", "train.lr=1e-3", "data.img_scale=[256, 256]"],
     )
     assert recipe.train.epochs == 50 and recipe.model.size == "s"
     assert recipe.train.lr == pytest.approx(1e-3)
@@ -65,9 +66,21 @@ def test_only_one_level_of_base(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "overrides", "expected"),
     [
-        ("model: {arch: rtmdet}\ntrain: {epoch: 5}\n", [], r"unknown key 'train\.epoch' in .*bad\.yaml; did you mean 'epochs'\?"),
-        ("model: {arch: rtmdet}\n", ["train.lrr=0.1"], r"unknown key 'train\.lrr' in --set; did you mean 'lr'\?"),
-        ("model: {arch: rtmdet}\ntrian: {epochs: 5}\n", [], r"unknown section 'trian'.*did you mean 'train'\?"),
+        (
+            "model: {arch: rtmdet}\ntrain: {epoch: 5}\n",
+            [],
+            r"unknown key 'train\.epoch' in .*bad\.yaml; did you mean 'epochs'\?",
+        ),
+        (
+            "model: {arch: rtmdet}\n",
+            ["train.lrr=0.1"],
+            r"unknown key 'train\.lrr' in --set; did you mean 'lr'\?",
+        ),
+        (
+            "model: {arch: rtmdet}\ntrian: {epochs: 5}\n",
+            [],
+            r"unknown section 'trian'.*did you mean 'train'\?",
+        ),
         ("model: {arch: rtmdet}\ntrain: {epochs: many}\n", [], r"train\.epochs .*expected an integer"),
         ("model: {arch: rtmdet, size: huge}\n", [], r"model\.size 'huge' is not a rtmdet size"),
         ("model: {arch: rtmdett}\n", [], r"model\.arch 'rtmdett'.*did you mean 'rtmdet'\?"),

@@ -71,9 +71,16 @@ def test_dsl_assigner_batches_like_single_images() -> None:
     logits, boxes, priors = ref["dsl.pred_logits"], ref["dsl.pred_bboxes"], ref["dsl.priors"]
     gt_boxes, gt_labels = ref["gt_bboxes"], ref["gt_labels"].long()
     flipped_logits = logits.flip(0)
-    single_a = assigner(logits[None], boxes[None], priors, gt_boxes[None], gt_labels[None], torch.ones(1, 8).bool())
+    single_a = assigner(
+        logits[None], boxes[None], priors, gt_boxes[None], gt_labels[None], torch.ones(1, 8).bool()
+    )
     single_b = assigner(
-        flipped_logits[None], boxes[None], priors, gt_boxes[None, :3], gt_labels[None, :3], torch.ones(1, 3).bool()
+        flipped_logits[None],
+        boxes[None],
+        priors,
+        gt_boxes[None, :3],
+        gt_labels[None, :3],
+        torch.ones(1, 3).bool(),
     )
     mask = torch.tensor([[True] * 8, [True] * 3 + [False] * 5])
     both = assigner(
@@ -92,8 +99,12 @@ def test_dsl_assigner_without_gt_is_all_background() -> None:
     assigner = DynamicSoftLabelAssigner()
     priors = multilevel_points([(4, 4)], (8,))[0]
     result = assigner(
-        torch.randn(2, 16, 3), torch.rand(2, 16, 4) * 32, priors, torch.zeros(2, 0, 4),
-        torch.zeros(2, 0, dtype=torch.long), torch.zeros(2, 0, dtype=torch.bool),
+        torch.randn(2, 16, 3),
+        torch.rand(2, 16, 4) * 32,
+        priors,
+        torch.zeros(2, 0, 4),
+        torch.zeros(2, 0, dtype=torch.long),
+        torch.zeros(2, 0, dtype=torch.bool),
     )
     assert (result.gt_index == -1).all() and (result.quality == 0).all()
 

@@ -57,7 +57,9 @@ def test_feature_statistics_match(rtmdet_ref: dict) -> None:
             assert list(f.shape) == stats[f"{prefix}.{i}.shape"].tolist()
             for stat, value in (("mean", f.mean(dim=(0, 2, 3))), ("std", f.std(dim=(0, 2, 3)))):
                 ref = stats[f"{prefix}.{i}.channel_{stat}"]
-                torch.testing.assert_close(value, ref.to(value.dtype), rtol=1e-3, atol=1e-3 * ref.abs().max().item())
+                torch.testing.assert_close(
+                    value, ref.to(value.dtype), rtol=1e-3, atol=1e-3 * ref.abs().max().item()
+                )
 
 
 def _match(ref_boxes, ref_scores, ref_labels, boxes, scores, labels) -> torch.Tensor:
@@ -70,7 +72,9 @@ def _match(ref_boxes, ref_scores, ref_labels, boxes, scores, labels) -> torch.Te
 def test_detections_match_as_sets(rtmdet_ref: dict) -> None:
     model = rtmdet_ref["model"].eval()
     ref = load_file(rtmdet_ref["root"] / "batchA_predictions.safetensors")
-    metas = [{"img_shape": m["img_shape"], "scale_factor": m["scale_factor"]} for m in rtmdet_ref["meta"]["images"]]
+    metas = [
+        {"img_shape": m["img_shape"], "scale_factor": m["scale_factor"]} for m in rtmdet_ref["meta"]["images"]
+    ]
     for rescale, tag in ((True, ""), (False, "norescale.")):
         dets = model.predict(rtmdet_ref["inputs"], metas, rescale=rescale)
         for i, det in enumerate(dets):
@@ -120,4 +124,8 @@ def test_wrong_size_checkpoint_names_the_tensors(rtmdet_ref: dict) -> None:
         odcli.load_weights(model, rtmdet_ref["root"] / "checkpoint_fp16.pth")
     message = str(err.value)
     assert "\n" not in message
-    assert "does not fit rtmdet_s" in message and "shape mismatch" in message and "backbone.stem.0.conv.weight" in message
+    assert (
+        "does not fit rtmdet_s" in message
+        and "shape mismatch" in message
+        and "backbone.stem.0.conv.weight" in message
+    )

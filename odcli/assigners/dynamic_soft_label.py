@@ -106,7 +106,9 @@ class DynamicSoftLabelAssigner:
 
         safe = gt_index.clamp(min=0)
         labels = torch.where(positive, gt_labels.gather(1, safe), torch.full_like(gt_index, -1))
-        quality = torch.where(positive, ious.gather(2, safe[..., None])[..., 0], torch.zeros_like(ious[..., 0]))
+        quality = torch.where(
+            positive, ious.gather(2, safe[..., None])[..., 0], torch.zeros_like(ious[..., 0])
+        )
         return AssignResult(gt_index=gt_index, labels=labels, quality=quality)
 
     @staticmethod
@@ -117,7 +119,9 @@ class DynamicSoftLabelAssigner:
         + (the positive term at the GT class): O(B·N·(C+G)) memory instead of O(B·N·G·C).
         """
         prob = logits.sigmoid()
-        neg = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none") * prob.pow(2)
+        neg = F.binary_cross_entropy_with_logits(
+            logits, torch.zeros_like(logits), reduction="none"
+        ) * prob.pow(2)
         neg_sum = neg.sum(dim=2, keepdim=True)  # (B, N, 1)
         idx = gt_labels[:, None, :].expand(-1, logits.shape[1], -1)  # (B, N, G)
         x_gt = logits.gather(2, idx)

@@ -12,9 +12,15 @@ from odcli.cli.common import console, user_errors
 @user_errors
 def train(
     recipe: Path = typer.Argument(..., help="recipe file (.yaml/.toml), e.g. recipes/rtmdet_tiny.yaml"),
-    set_: list[str] = typer.Option([], "--set", help="override a recipe value: section.key=value (repeatable)"),
-    resume: bool = typer.Option(False, "--resume", help="continue the run in its run directory from last.safetensors"),
-    run_dir: Path | None = typer.Option(None, "--run-dir", help="output directory (default <train.output_dir>/<recipe>)"),
+    set_: list[str] = typer.Option(
+        [], "--set", help="override a recipe value: section.key=value (repeatable)"
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="continue the run in its run directory from last.safetensors"
+    ),
+    run_dir: Path | None = typer.Option(
+        None, "--run-dir", help="output directory (default <train.output_dir>/<recipe>)"
+    ),
 ) -> None:
     """Train a detector on the recipe's dataset, evaluating and checkpointing as it goes."""
     from odcli.engine.run_dir import choose_run_dir, record_latest

@@ -44,7 +44,9 @@ def rtmdet_from_mmdet(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, to
             new = new.replace(level.group(0), "")
             if new in out:  # the same shared conv seen from another level
                 if not torch.equal(out[new], value):
-                    raise ValueError(f"{key}: head conv is not shared across levels as RTMDet's SepBN head requires")
+                    raise ValueError(
+                        f"{key}: head conv is not shared across levels as RTMDet's SepBN head requires"
+                    )
                 continue
         out[new] = value
     return out, skipped

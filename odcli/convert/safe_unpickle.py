@@ -28,9 +28,7 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("builtins", "complex"): complex,
 }
 _STORAGE_TYPES = {
-    name
-    for name in dir(torch)
-    if name.endswith("Storage") and isinstance(getattr(torch, name, None), type)
+    name for name in dir(torch) if name.endswith("Storage") and isinstance(getattr(torch, name, None), type)
 }
 
 
@@ -81,8 +79,12 @@ def load_torch_checkpoint(path: str | Path) -> Any:
     except pickle.UnpicklingError:
         pass  # objects beyond tensors/containers: fall back to the allow-listed unpickler
     except Exception as exc:  # corrupt zip, truncated file, not a torch file
-        raise OdetError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+        raise OdetError(
+            f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}".splitlines()[0]
+        ) from None
     try:
         return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_RestrictedPickleModule)
     except Exception as exc:
-        raise OdetError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+        raise OdetError(
+            f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}".splitlines()[0]
+        ) from None

@@ -33,7 +33,9 @@ def record_latest(recipe: Recipe, run_dir: Path) -> None:
     """Remember ``run_dir`` as the most recent run (read by infer/eval defaults)."""
     from odcli.engine.checkpoint import write_json_atomic
 
-    write_json_atomic(runs_root(recipe) / LATEST_FILE, {"run_dir": str(run_dir.resolve()), "recipe": recipe.name})
+    write_json_atomic(
+        runs_root(recipe) / LATEST_FILE, {"run_dir": str(run_dir.resolve()), "recipe": recipe.name}
+    )
 
 
 def latest_run(root: Path = Path("runs")) -> Path | None:

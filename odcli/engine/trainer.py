@@ -22,13 +22,20 @@ import numpy as np
 import torch
 import yaml
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from odcli.data.coco import CocoDetection
 from odcli.data.loader import build_loader, normalize
 from odcli.data.transforms import build_test_transforms, build_train_transforms
 from odcli.engine import distributed as dist
-from odcli.engine.checkpoint import load_checkpoint, save_checkpoint, write_json_atomic
+from odcli.engine.checkpoint import load_checkpoint, save_checkpoint
 from odcli.engine.ema import ModelEMA
 from odcli.engine.schedules import FlatCosineSchedule, MultiStepSchedule, build_param_groups
 from odcli.errors import OdetError
@@ -67,7 +74,9 @@ class Trainer:
         console: where progress and tables are rendered.
     """
 
-    def __init__(self, recipe: Recipe, *, run_dir: Path, resume: bool = False, console: Console | None = None):
+    def __init__(
+        self, recipe: Recipe, *, run_dir: Path, resume: bool = False, console: Console | None = None
+    ):
         self.recipe = recipe
         self.run_dir = run_dir
         self.console = console or Console()
@@ -150,7 +159,9 @@ class Trainer:
             )
         else:
             raise OdetError(f"train.schedule must be 'flat_cosine' or 'multistep', got {tcfg.schedule!r}")
-        self.ema = ModelEMA(self.model, momentum=tcfg.ema_momentum, gamma=tcfg.ema_gamma) if tcfg.ema else None
+        self.ema = (
+            ModelEMA(self.model, momentum=tcfg.ema_momentum, gamma=tcfg.ema_gamma) if tcfg.ema else None
+        )
         self.use_amp = tcfg.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.epoch = 0  # completed epochs
@@ -309,7 +320,9 @@ class Trainer:
         )
         try:
             with Progress(*columns, console=self.console, disable=not self.main, transient=False) as progress:
-                task = progress.add_task("train", total=self.total_iters, completed=self.iter, epoch=0, stats="")
+                task = progress.add_task(
+                    "train", total=self.total_iters, completed=self.iter, epoch=0, stats=""
+                )
                 while self.epoch < tcfg.epochs:
                     self._train_epoch(progress, task)
                     self.epoch += 1
@@ -338,17 +351,28 @@ class Trainer:
         t_data = time.perf_counter()
         data_time = 0.0
         for step, (images, targets, _metas) in enumerate(self._batches(self.epoch)):
-            data_time = 0.9 * data_time + 0.1 * (time.perf_counter() - t_data) if step else time.perf_counter() - t_data
+            data_time = (
+                0.9 * data_time + 0.1 * (time.perf_counter() - t_data)
+                if step
+                else time.perf_counter() - t_data
+            )
             losses = self.train_step(images, targets)
             for k, v in losses.items():
                 smoothed[k] = v if k not in smoothed else 0.9 * smoothed[k] + 0.1 * v
             lr = self.optimizer.param_groups[0]["lr"]
-            stats = " ".join(f"{k} {v:.3f}" for k, v in smoothed.items()) + f" lr {lr:.2e} data {data_time * 1e3:.0f}ms"
+            stats = (
+                " ".join(f"{k} {v:.3f}" for k, v in smoothed.items())
+                + f" lr {lr:.2e} data {data_time * 1e3:.0f}ms"
+            )
             progress.update(task, advance=1, epoch=f"{self.epoch + 1}/{tcfg.epochs}", stats=stats)
             if self.iter % tcfg.log_interval == 0:
-                self._log({"epoch": self.epoch + 1, "iter": self.iter, "lr": lr, "data_time": data_time, **losses})
+                self._log(
+                    {"epoch": self.epoch + 1, "iter": self.iter, "lr": lr, "data_time": data_time, **losses}
+                )
                 if self.main and not self.console.is_terminal:  # logs and CI: no live bar, print lines
-                    self.console.print(f"epoch {self.epoch + 1}/{tcfg.epochs} iter {self.iter}/{self.total_iters} {stats}")
+                    self.console.print(
+                        f"epoch {self.epoch + 1}/{tcfg.epochs} iter {self.iter}/{self.total_iters} {stats}"
+                    )
             t_data = time.perf_counter()
         if not math.isfinite(smoothed.get("loss", 0.0)):
             raise OdetError("training diverged (non-finite loss)")
@@ -367,7 +391,9 @@ class Trainer:
         model.to(self.device)
         img = read_image(self.val_set.image_path(0))
         det = Predictor(model)([img])[0]
-        picture = draw_detections(img, det["boxes"], det["scores"], det["labels"], self.classes, score_thr=0.3)
+        picture = draw_detections(
+            img, det["boxes"], det["scores"], det["labels"], self.classes, score_thr=0.3
+        )
         path = self.run_dir / f"prediction_{Path(self.val_set.image_path(0)).stem}.jpg"
         import cv2
 

@@ -84,7 +84,8 @@ class RTMDetSepBNHead(nn.Module):
         def tower_norms() -> nn.ModuleList:
             return nn.ModuleList(
                 nn.ModuleList(
-                    nn.BatchNorm2d(feat_channels, eps=bn_eps, momentum=bn_momentum) for _ in range(stacked_convs)
+                    nn.BatchNorm2d(feat_channels, eps=bn_eps, momentum=bn_momentum)
+                    for _ in range(stacked_convs)
                 )
                 for _ in self.strides
             )
@@ -209,7 +210,9 @@ class RTMDetSepBNHead(nn.Module):
         b = cls_scores[0].shape[0]
         sizes = [tuple(c.shape[-2:]) for c in cls_scores]
         level_priors = multilevel_points(sizes, self.strides, device=cls_scores[0].device)
-        level_scores = [c.float().sigmoid().permute(0, 2, 3, 1).reshape(b, -1, self.num_classes) for c in cls_scores]
+        level_scores = [
+            c.float().sigmoid().permute(0, 2, 3, 1).reshape(b, -1, self.num_classes) for c in cls_scores
+        ]
         level_dists = [d.float().permute(0, 2, 3, 1).reshape(b, -1, 4) for d in bbox_preds]
         results = []
         for i, meta in enumerate(metas):

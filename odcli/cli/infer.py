@@ -1,0 +1,185 @@
+"""``odet infer``: detections on image files → annotated copies plus a ``detections.json``."""
+
+from __future__ import annotations
+
+import glob
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from odcli.cli.common import console, user_errors
+from odcli.errors import OdetError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+_GLOB_CHARS = "*?["
+
+
+def collect_images(source: str) -> list[Path]:
+    """The images SOURCE names: one file, every image directly inside a directory (sorted), or the
+    image files a glob pattern matches (sorted; ``**`` recurses).
+
+    Raises:
+        OdetError: nothing exists at ``source`` or no image was found.
+    """
+    exts = "/".join(IMAGE_EXTENSIONS)
+    path = Path(source).expanduser()
+    # An existing path wins over glob syntax: file names may contain '[' legitimately.
+    if not path.exists() and any(c in source for c in _GLOB_CHARS):
+        matches = sorted(glob.glob(os.path.expanduser(source), recursive=True))
+        found = [Path(m) for m in matches if Path(m).suffix.lower() in IMAGE_EXTENSIONS and Path(m).is_file()]
+        if not found:
+            raise OdetError(f"no images match {source!r} ({exts}); check the pattern (quote it in the shell)")
+        return found
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        if not found:
+            raise OdetError(f"no images ({exts}) in directory {path}")
+        return found
+    if path.is_file():
+        return [path]
+    raise OdetError(
+        f"image source not found: {source} (give an image file, a directory or a glob like 'imgs/*.jpg')"
+    )
+
+
+def _output_names(paths: Sequence[Path]) -> list[str]:
+    """Output file name of each image: its own name; a repeated name (a glob over several
+    directories) gets ``_2``, ``_3`` … so no annotated image overwrites another."""
+    seen: dict[str, int] = {}
+    names = []
+    for p in paths:
+        ext = p.suffix if p.suffix.lower() in IMAGE_EXTENSIONS else ".jpg"  # cv2 must know how to encode it
+        name = p.stem + ext
+        count = seen.get(name.lower(), 0) + 1
+        seen[name.lower()] = count
+        names.append(name if count == 1 else f"{p.stem}_{count}{ext}")
+    return names
+
+
+def _prepare_out_dir(out: Path, images: Sequence[Path]) -> None:
+    """Create ``out`` and make sure writing there neither fails later nor overwrites an input image."""
+    if out.exists() and not out.is_dir():
+        raise OdetError(f"--out {out} exists and is not a directory; choose a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OdetError(
+            f"cannot create output directory {out}: {exc.strerror or exc}; choose another --out"
+        ) from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise OdetError(f"output directory {out} is not writable; choose another with --out")
+    resolved = out.resolve()
+    if any(p.resolve().parent == resolved for p in images):
+        raise OdetError(f"--out {out} holds input images that would be overwritten; choose another directory")
+
+
+def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+@user_errors
+def infer(
+    source: str = typer.Argument(
+        ..., help="Image file, directory of images, or glob pattern ('imgs/*.jpg')."
+    ),
+    weights: Path = typer.Option(
+        ..., "--weights", "-w", help="odet .safetensors or upstream .pth checkpoint."
+    ),
+    arch: str | None = typer.Option(
+        None, "--arch", help="Model name for upstream .pth weights, e.g. rtmdet_tiny."
+    ),
+    out: Path = typer.Option(
+        Path("runs/infer"), "--out", "-o", help="Directory for annotated images + JSON."
+    ),
+    score_thr: float = typer.Option(0.3, "--score-thr", help="Keep detections with score >= this."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    batch_size: int = typer.Option(4, "--batch-size", "-b", help="Images per forward pass."),
+) -> None:
+    """Detect objects in images; write annotated copies and OUT/detections.json."""
+    import cv2
+
+    from odcli.data.image_io import read_image
+    from odcli.engine.checkpoint import write_json_atomic
+    from odcli.predictor import Predictor, load_model
+    from odcli.viz.draw import draw_detections
+
+    if batch_size < 1:
+        raise OdetError(f"--batch-size must be >= 1, got {batch_size}")
+    if not 0.0 <= score_thr <= 1.0:
+        raise OdetError(f"--score-thr must be in [0, 1], got {score_thr}")
+    paths = collect_images(source)
+    _prepare_out_dir(out, paths)
+    loaded = load_model(weights, arch=arch, device=device)
+    # The predictor keeps everything the model returns; the >= threshold is applied here.
+    predictor = Predictor(loaded.model, score_thr=0.0)
+    classes, cat_ids = loaded.classes, loaded.cat_ids
+    names = _output_names(paths)
+
+    records: list[dict[str, Any]] = []
+    infer_s = 0.0
+    start = time.perf_counter()
+    progress = Progress(
+        TextColumn("[bold]infer"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("images"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+    with progress:
+        task = progress.add_task("infer", total=len(paths))
+        for batch in _batches(list(zip(paths, names, strict=True)), batch_size):
+            # Decode the whole batch first: an unreadable image stops the run before anything is
+            # written for it (read_image's error names the file).
+            imgs = [read_image(p) for p, _ in batch]
+            t0 = time.perf_counter()
+            dets = predictor(imgs)  # CPU tensors: the copy back also waits for the GPU
+            infer_s += time.perf_counter() - t0
+            for (path, name), img, det in zip(batch, imgs, dets, strict=True):
+                keep = det["scores"] >= score_thr
+                boxes, scores, labels = det["boxes"][keep], det["scores"][keep], det["labels"][keep]
+                canvas = draw_detections(
+                    img, boxes, scores, labels, classes, score_thr=score_thr, max_dets=len(scores)
+                )
+                ok, encoded = cv2.imencode(Path(name).suffix, canvas)
+                if not ok:
+                    raise OdetError(f"cannot encode the annotated image {name}")
+                try:
+                    (out / name).write_bytes(encoded.tobytes())
+                except OSError as exc:
+                    raise OdetError(f"cannot write {out / name}: {exc.strerror or exc}") from None
+                for box, score, label in zip(boxes.tolist(), scores.tolist(), labels.tolist(), strict=True):
+                    records.append(
+                        {
+                            "image": str(path),
+                            "bbox": [round(v, 2) for v in box],
+                            "score": round(score, 4),
+                            "label": int(label),
+                            "category_id": int(cat_ids[label]),
+                            "category": classes[label],
+                        }
+                    )
+            progress.advance(task, len(batch))
+    json_path = out / "detections.json"
+    write_json_atomic(json_path, records)
+    total_s = time.perf_counter() - start
+
+    table = Table(title=f"odet infer — {loaded.model.arch}", title_justify="left", show_header=False)
+    table.add_column(style="dim")
+    table.add_column(overflow="fold")
+    table.add_row("images", str(len(paths)))
+    table.add_row("detections", f"{len(records)} (score >= {score_thr:g})")
+    table.add_row(
+        "ms/image", f"{1000 * infer_s / len(paths):.1f} model · {1000 * total_s / len(paths):.1f} total"
+    )
+    table.add_row("device", str(predictor.device))
+    table.add_row("output", f"{out}/ (annotated images, detections.json)")
+    console.print(table)
