@@ -54,7 +54,9 @@ def main() -> None:
         rows.append(("model, eager fp32 (baseline)", timed(lambda: eager(image), args.iters)))
         rows.append(("model, conv+BN fused", timed(lambda: fused(image), args.iters)))
         rows.append(("model, fused + channels_last", timed(lambda: fused_cl(image_cl), args.iters)))
-        rows.append(("predict (model + post-process), eager", timed(lambda: eager.predict(image, metas), args.iters)))
+        rows.append(
+            ("predict (model + post-process), eager", timed(lambda: eager.predict(image, metas), args.iters))
+        )
         rows.append(
             ("predict, fused + channels_last", timed(lambda: fused_cl.predict(image_cl, metas), args.iters))
         )
@@ -66,7 +68,10 @@ def main() -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     batch = torch.randn(args.train_batch, 3, args.size, args.size)
     targets = [
-        {"boxes": torch.tensor([[50.0, 60.0, 300.0, 400.0], [320.0, 100.0, 600.0, 380.0]]), "labels": torch.tensor([0, 1])}
+        {
+            "boxes": torch.tensor([[50.0, 60.0, 300.0, 400.0], [320.0, 100.0, 600.0, 380.0]]),
+            "labels": torch.tensor([0, 1]),
+        }
         for _ in range(args.train_batch)
     ]
 
@@ -77,7 +82,10 @@ def main() -> None:
         optimizer.step()
 
     step_ms = timed(step, max(3, args.iters // 4), warmup=1)
-    print(f"training step, batch {args.train_batch} at {args.size}: {step_ms:.0f} ms ({step_ms / args.train_batch:.0f} ms/image)")
+    print(
+        f"training step, batch {args.train_batch} at {args.size}: {step_ms:.0f} ms "
+        f"({step_ms / args.train_batch:.0f} ms/image)"
+    )
 
 
 if __name__ == "__main__":

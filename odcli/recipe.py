@@ -250,9 +250,8 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         origin[f"{section}.{key}"] = "--set"
     arch = sections["model"].get("arch")
     if arch not in FAMILIES:
-        raise OdetError(
-            f"model.arch {arch!r} in {path} is not one of {', '.join(FAMILIES)}{_nearest(str(arch), FAMILIES)}"
-        )
+        hint = _nearest(str(arch), FAMILIES)
+        raise OdetError(f"model.arch {arch!r} in {path} is not one of {', '.join(FAMILIES)}{hint}")
     model = _build_section(FAMILIES[arch].config_cls, sections["model"], "model", origin)
     if model.size not in FAMILIES[arch].sizes:
         raise OdetError(

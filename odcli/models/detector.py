@@ -72,6 +72,9 @@ class Detector(nn.Module):
         return self.head.predict(*outputs, metas, rescale=rescale)
 
     def loss(self, images: torch.Tensor, targets: list[dict], **kwargs) -> dict[str, torch.Tensor]:
-        """Named scalar training losses; ``targets`` hold ``boxes`` (G, 4) xyxy input pixels, ``labels`` (G,)."""
+        """Named scalar training losses.
+
+        ``targets`` hold per image ``boxes`` (G, 4) xyxy input pixels and ``labels`` (G,).
+        """
         outputs = self(images)
         return self.head.loss(*outputs, targets, **kwargs)

@@ -202,7 +202,9 @@ class RTMDetSepBNHead(nn.Module):
         *,
         rescale: bool = True,
     ) -> list[dict[str, torch.Tensor]]:
-        """Detections per image: ``boxes`` (K, 4) xyxy (original pixels if ``rescale``), ``scores``, ``labels``.
+        """Detections per image: ``boxes`` (K, 4) xyxy, ``scores`` (K,), ``labels`` (K,).
+
+        Boxes are in original-image pixels if ``rescale``, else input pixels.
 
         Per level: sigmoid, keep (prior, class) pairs above ``score_thr``, the best ``nms_pre``;
         then decode, clip to ``img_shape``, rescale, drop empty boxes, class-aware NMS.
