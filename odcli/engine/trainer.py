@@ -370,9 +370,8 @@ class Trainer:
                     {"epoch": self.epoch + 1, "iter": self.iter, "lr": lr, "data_time": data_time, **losses}
                 )
                 if self.main and not self.console.is_terminal:  # logs and CI: no live bar, print lines
-                    self.console.print(
-                        f"epoch {self.epoch + 1}/{tcfg.epochs} iter {self.iter}/{self.total_iters} {stats}"
-                    )
+                    line = f"epoch {self.epoch + 1}/{tcfg.epochs} iter {self.iter}/{self.total_iters} {stats}"
+                    self.console.print(line, soft_wrap=True)
             t_data = time.perf_counter()
         if not math.isfinite(smoothed.get("loss", 0.0)):
             raise OdetError("training diverged (non-finite loss)")

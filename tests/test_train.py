@@ -1,0 +1,68 @@
+"""`odet train`: a tiny end-to-end run, resume, and one-line errors for bad recipes/datasets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from odcli.cli.main import app
+from odcli.engine.checkpoint import load_checkpoint, read_meta
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "recipes" / "demo.yaml"
+FAST = [
+    "--set", "model.test_scale=[128, 128]",
+    "--set", "data.img_scale=[128, 128]",
+    "--set", "data.crop_size=[128, 128]",
+    "--set", "data.batch_size=4",
+    "--set", "data.num_workers=0",
+    "--set", "model.nms_pre=200",
+    "--set", "train.warmup_iters=2",
+    "--set", "train.cosine_start_epoch=1",
+    "--set", "train.eval_interval=2",
+    "--set", "train.checkpoint_interval=1",
+    "--set", "train.log_interval=1",
+]  # fmt: skip
+
+
+def _run(args: list[str]) -> tuple[int, str]:
+    result = CliRunner().invoke(app, args)
+    return result.exit_code, result.output
+
+
+def test_train_resume_and_outputs(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    code, out = _run(["train", str(DEMO), *FAST, "--set", "train.epochs=1", "--run-dir", str(run)])
+    assert code == 0, out
+    meta = read_meta(run / "last.safetensors")
+    assert meta["epoch"] == 1 and meta["arch"] == "rtmdet_tiny" and len(meta["classes"]) == 80
+    assert meta["cat_ids"][72] == 82
+    first = load_checkpoint(run / "last.safetensors")
+    assert first.optimizer_state is not None and first.ema_state is not None
+
+    code, out = _run(
+        ["train", str(DEMO), *FAST, "--set", "train.epochs=2", "--run-dir", str(run), "--resume"]
+    )
+    assert code == 0, out
+    assert "resumed from" in out
+    assert read_meta(run / "last.safetensors")["epoch"] == 2
+    assert (run / "best.safetensors").exists()
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("mAP" in r for r in records) and any("loss_cls" in r for r in records)
+    assert list(run.glob("prediction_*.jpg"))
+
+
+def test_misspelled_recipe_key_is_one_line(tmp_path: Path) -> None:
+    code, out = _run(["train", str(DEMO), "--set", "train.epoch=3"])
+    assert code != 0
+    assert "unknown key 'train.epoch'" in out and "did you mean 'epochs'" in out
+    assert "Traceback" not in out
+
+
+def test_missing_dataset_is_one_line(tmp_path: Path) -> None:
+    code, out = _run(["train", str(DEMO), "--set", f"data.root={tmp_path / 'nowhere'}"])
+    assert code != 0
+    assert "dataset root not found" in out and "data.root" in out
+    assert "Traceback" not in out
