@@ -27,23 +27,26 @@ def pairwise_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 1e-6) 
     return overlap / union
 
 
-def aligned_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """IoU of corresponding boxes: (..., 4) and (..., 4) → (...)."""
+def _aligned_overlap_union(
+    boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Intersection and ε-clamped union areas of corresponding boxes (..., 4) → (...), (...)."""
     lt = torch.max(boxes1[..., :2], boxes2[..., :2])
     rb = torch.min(boxes1[..., 2:], boxes2[..., 2:])
     wh = (rb - lt).clamp(min=0)
     overlap = wh[..., 0] * wh[..., 1]
-    union = (box_area(boxes1) + box_area(boxes2) - overlap).clamp(min=eps)
+    return overlap, (box_area(boxes1) + box_area(boxes2) - overlap).clamp(min=eps)
+
+
+def aligned_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """IoU of corresponding boxes: (..., 4) and (..., 4) → (...)."""
+    overlap, union = _aligned_overlap_union(boxes1, boxes2, eps)
     return overlap / union
 
 
 def aligned_giou(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Generalised IoU of corresponding boxes (..., 4) → (...), in [-1, 1]."""
-    lt = torch.max(boxes1[..., :2], boxes2[..., :2])
-    rb = torch.min(boxes1[..., 2:], boxes2[..., 2:])
-    wh = (rb - lt).clamp(min=0)
-    overlap = wh[..., 0] * wh[..., 1]
-    union = (box_area(boxes1) + box_area(boxes2) - overlap).clamp(min=eps)
+    overlap, union = _aligned_overlap_union(boxes1, boxes2, eps)
     iou = overlap / union
     enclose_wh = (
         torch.max(boxes1[..., 2:], boxes2[..., 2:]) - torch.min(boxes1[..., :2], boxes2[..., :2])

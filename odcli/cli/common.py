@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -22,6 +24,20 @@ def fail(message: str, code: int = 2) -> None:
     """Print ``error: message`` on one line to stderr and exit with ``code``."""
     err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True, markup=True, emoji=False)
     raise typer.Exit(code)
+
+
+def ensure_output_dir(directory: Path) -> None:
+    """Create ``directory`` or fail now with one line, before minutes of work are spent."""
+    if directory.exists() and not directory.is_dir():
+        raise OdetError(f"--out {directory} exists and is not a directory; choose a directory")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OdetError(
+            f"cannot create output directory {directory}: {exc.strerror or exc}; choose another --out"
+        ) from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise OdetError(f"output directory {directory} is not writable; choose another with --out")
 
 
 def user_errors(func: F) -> F:

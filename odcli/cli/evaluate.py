@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from odcli.cli.common import console, user_errors
+from odcli.cli.common import console, ensure_output_dir, user_errors
 from odcli.errors import OdetError
 
 RECIPE_SUFFIXES = (".yaml", ".yml", ".toml")
@@ -51,18 +50,6 @@ def _stats_path(detections: Path) -> Path:
     stem = detections.stem
     stem = stem[: -len("detections")] + "metrics" if stem.endswith("detections") else f"{stem}_metrics"
     return detections.with_name(stem + ".json")
-
-
-def _ensure_writable_dir(directory: Path, what: str) -> None:
-    """Create ``directory`` or fail now, before minutes of evaluation are spent."""
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OdetError(
-            f"cannot create {what} directory {directory}: {exc.strerror or exc} (use --out)"
-        ) from None
-    if not os.access(directory, os.W_OK):
-        raise OdetError(f"{what} directory {directory} is not writable; choose another with --out")
 
 
 @user_errors
@@ -173,7 +160,7 @@ def evaluate(
             else Path("runs/eval/detections.json")
         )
     stats_out = _stats_path(out)
-    _ensure_writable_dir(out.parent, "output")
+    ensure_output_dir(out.parent)
 
     torch_device = resolve_device(device)
     model = build_from_config(recipe.model)

@@ -13,7 +13,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from odcli.cli.common import console, user_errors
+from odcli.cli.common import console, ensure_output_dir, user_errors
 from odcli.errors import OdetError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -64,16 +64,7 @@ def _output_names(paths: Sequence[Path]) -> list[str]:
 
 def _prepare_out_dir(out: Path, images: Sequence[Path]) -> None:
     """Create ``out`` and make sure writing there neither fails later nor overwrites an input image."""
-    if out.exists() and not out.is_dir():
-        raise OdetError(f"--out {out} exists and is not a directory; choose a directory")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OdetError(
-            f"cannot create output directory {out}: {exc.strerror or exc}; choose another --out"
-        ) from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise OdetError(f"output directory {out} is not writable; choose another with --out")
+    ensure_output_dir(out)
     resolved = out.resolve()
     if any(p.resolve().parent == resolved for p in images):
         raise OdetError(f"--out {out} holds input images that would be overwritten; choose another directory")
