@@ -42,8 +42,12 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def load_model(weights: str | Path, *, arch: str | None = None, device: str = "auto") -> LoadedModel:
+def load_model(
+    weights: str | Path, *, arch: str | None = None, device: str = "auto", optimize: bool = True
+) -> LoadedModel:
     """Build the model a weights file belongs to and load it.
+
+    With ``optimize`` the model is prepared for inference only (BN folded, channels-last).
 
     odet ``.safetensors`` checkpoints carry their architecture, recipe and class names; upstream
     ``.pth`` files need ``arch`` and are assumed to be COCO (80 classes).
@@ -79,6 +83,10 @@ def load_model(weights: str | Path, *, arch: str | None = None, device: str = "a
     if len(cat_ids) != model.num_classes:
         cat_ids = list(range(1, model.num_classes + 1))
     model = model.to(resolve_device(device)).eval()
+    if optimize:
+        from odcli.models.fuse import optimize_for_inference
+
+        optimize_for_inference(model)
     return LoadedModel(model=model, classes=classes, cat_ids=cat_ids, meta=meta, source=path)
 
 
@@ -122,7 +130,7 @@ class Predictor:
         spec = self.model.input_spec
         images, _, metas = collate(samples, pad_value=int(spec.pad_value), size_divisor=spec.size_divisor)
         batch = normalize(images.to(self.device), spec.mean, spec.std, spec.to_rgb)
-        dets = self.model.predict(batch, metas)
+        dets = self.model.predict(batch.contiguous(memory_format=torch.channels_last), metas)
         out = []
         for det in dets:
             keep = det["scores"] > self.score_thr

@@ -129,3 +129,19 @@ def test_wrong_size_checkpoint_names_the_tensors(rtmdet_ref: dict) -> None:
         and "shape mismatch" in message
         and "backbone.stem.0.conv.weight" in message
     )
+
+
+def test_inference_optimised_model_matches(rtmdet_ref: dict) -> None:
+    """BN folded into convs + channels-last keeps the outputs within the reference tolerance."""
+    import copy
+
+    from odcli.models.fuse import optimize_for_inference
+
+    model = optimize_for_inference(copy.deepcopy(rtmdet_ref["model"]).eval())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    ref = load_file(rtmdet_ref["root"] / "batchA_head_outputs.safetensors")
+    with torch.no_grad():
+        cls_scores, bbox_preds = model(rtmdet_ref["inputs"].contiguous(memory_format=torch.channels_last))
+    for level in range(3):
+        assert (cls_scores[level] - ref[f"cls_scores.{level}"]).abs().max() <= 2e-3
+        assert (bbox_preds[level] - ref[f"bbox_preds.{level}"]).abs().max() <= 2e-2

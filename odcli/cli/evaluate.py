@@ -84,6 +84,7 @@ def evaluate(
     from odcli.engine.checkpoint import read_meta, write_json_atomic
     from odcli.engine.evaluate import render_eval_table
     from odcli.engine.evaluate_model import eval_transforms, run_coco_eval
+    from odcli.models.fuse import optimize_for_inference
     from odcli.predictor import resolve_device
     from odcli.recipe import load_recipe, recipe_from_dict
     from odcli.weights import load_weights
@@ -165,7 +166,7 @@ def evaluate(
     torch_device = resolve_device(device)
     model = build_from_config(recipe.model)
     load_weights(model, weights)
-    model = model.to(torch_device).eval()
+    model = optimize_for_inference(model.to(torch_device).eval())
 
     dataset = CocoDetection(ann_file=ann_file, image_dir=image_dir, transforms=eval_transforms(model))
     n_eval = len(dataset) if max_images is None else min(max_images, len(dataset))

@@ -26,3 +26,12 @@ def fuse_conv_bn(model: nn.Module) -> nn.Module:
         if callable(fuse):
             fuse()
     return model
+
+
+def optimize_for_inference(model: nn.Module) -> nn.Module:
+    """Fold BN into convs and switch to channels-last memory (faster CPU/GPU convolutions).
+
+    Inputs should be made channels-last too (``x.contiguous(memory_format=torch.channels_last)``);
+    ``python bench/rtmdet_speed.py`` measures the gain. Inference only.
+    """
+    return fuse_conv_bn(model).to(memory_format=torch.channels_last)
