@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from odcli.data.coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
-from odcli.data.loader import collate, normalize
+from odcli.data.loader import collate, prepare_batch
 from odcli.data.transforms import Sample, build_test_transforms
 from odcli.errors import OdetError
 from odcli.models.detector import Detector
@@ -129,7 +129,7 @@ class Predictor:
         """Detections (CPU tensors) for already-prepared samples, one forward pass."""
         spec = self.model.input_spec
         images, _, metas = collate(samples, pad_value=int(spec.pad_value), size_divisor=spec.size_divisor)
-        batch = normalize(images.to(self.device), spec.mean, spec.std, spec.to_rgb)
+        batch = prepare_batch(images, metas, spec, self.device)
         dets = self.model.predict(batch.contiguous(memory_format=torch.channels_last), metas)
         out = []
         for det in dets:

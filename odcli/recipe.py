@@ -45,7 +45,8 @@ class DataConfig:
     val_batch_size: int = 8
     num_workers: int = 2
     persistent_workers: bool = True
-    # training augmentation (weak pipeline: random resize → crop → HSV → flip → pad)
+    # training augmentation: the pipeline (odcli/data/pipelines.py) and its settings
+    train_pipeline: str = "rtmdet"
     img_scale: list[int] = field(default_factory=lambda: [640, 640])
     resize_ratio_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
     crop_size: list[int] = field(default_factory=lambda: [640, 640])

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -37,8 +38,14 @@ def read_state_dict(path: str | Path, *, arch: str) -> dict[str, torch.Tensor]:
     return {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
 
 
-def _from_mmdet(path: Path, *, arch: str) -> dict[str, torch.Tensor]:
+def _mmdet_converters() -> dict[str, Callable[[dict[str, torch.Tensor]], tuple[dict, list[str]]]]:
+    """Family name → function renaming an MMDetection state dict to odet keys."""
     from odcli.convert.mmdet import rtmdet_from_mmdet
+
+    return {"rtmdet": rtmdet_from_mmdet}
+
+
+def _from_mmdet(path: Path, *, arch: str) -> dict[str, torch.Tensor]:
     from odcli.convert.safe_unpickle import load_torch_checkpoint
 
     raw = load_torch_checkpoint(path)
@@ -46,10 +53,11 @@ def _from_mmdet(path: Path, *, arch: str) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise OdetError(f"{path.name} holds no state_dict of tensors; is it an MMDetection checkpoint?")
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    if arch.startswith("rtmdet"):
-        converted, _ = rtmdet_from_mmdet(state)
-        return converted
-    raise OdetError(f"no MMDetection converter for architecture {arch!r}")
+    converter = _mmdet_converters().get(arch.partition("_")[0])
+    if converter is None:
+        raise OdetError(f"no MMDetection converter for architecture {arch!r}")
+    converted, _ = converter(state)
+    return converted
 
 
 def assign_state_dict(

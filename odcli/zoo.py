@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from odcli.errors import OdetError
-from odcli.models.detector import Detector
-from odcli.models.rtmdet import RTMDET_SIZES, RTMDetConfig, build_rtmdet
+from odcli.models.detector import Detector, InputSpec
+from odcli.models.rtmdet import RTMDET_SIZES, RTMDetConfig, build_rtmdet, rtmdet_input_spec
 
 
 @dataclass(frozen=True)
@@ -22,11 +22,12 @@ class Family:
 
     config_cls: type
     build: Callable[[Any], Detector]
+    input_spec: Callable[[Any], InputSpec]
     sizes: tuple[str, ...]
 
 
 FAMILIES: dict[str, Family] = {
-    "rtmdet": Family(RTMDetConfig, build_rtmdet, tuple(RTMDET_SIZES)),
+    "rtmdet": Family(RTMDetConfig, build_rtmdet, rtmdet_input_spec, tuple(RTMDET_SIZES)),
 }
 
 
@@ -51,6 +52,11 @@ def model_config(name: str, **overrides: Any) -> Any:
 def build_from_config(cfg: Any) -> Detector:
     """Build a detector from a filled family config (e.g. a recipe's ``model`` section)."""
     return FAMILIES[cfg.arch].build(cfg)
+
+
+def input_spec_of(cfg: Any) -> InputSpec:
+    """How inputs are prepared for a model of this config, without building the model."""
+    return FAMILIES[cfg.arch].input_spec(cfg)
 
 
 def build_detector(name_or_recipe: str | Path, num_classes: int | None = None, **overrides: Any) -> Detector:

@@ -203,3 +203,18 @@ def build_loader(
         generator=generator,
         pin_memory=pin_memory,
     )
+
+
+def prepare_batch(
+    images: torch.Tensor, metas: Sequence[dict[str, Any]], spec: Any, device: torch.device | str
+) -> torch.Tensor:
+    """Collated uint8 batch → the network input on ``device``, as the model's ``InputSpec`` says.
+
+    Without a fixed pad size (``spec.pad_to is None``, e.g. RetinaNet) upstream pads the batch
+    canvas *after* normalising, with 0: everything outside each image's ``img_shape`` is zeroed.
+    With ``pad_to`` (RTMDet) the pipeline already padded each image with ``pad_value``.
+    """
+    valid_hw = [tuple(m["img_shape"]) for m in metas] if spec.pad_to is None else None
+    return normalize(
+        images.to(device, non_blocking=True), spec.mean, spec.std, spec.to_rgb, valid_hw=valid_hw
+    )

@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.utils.data import Subset
 
 from odcli.data.coco import CocoDetection
-from odcli.data.loader import build_loader, normalize
+from odcli.data.loader import build_loader, prepare_batch
 from odcli.data.transforms import Compose, build_test_transforms
 from odcli.engine.evaluate import EvalResult, detections_to_coco, evaluate_coco
 from odcli.errors import OdetError
@@ -126,15 +126,7 @@ def run_coco_eval(
         with bar:
             task = bar.add_task("eval", total=len(image_ids))
             for images, _, metas in _batches(loader):
-                batch = normalize(
-                    images.to(device, non_blocking=True),
-                    spec.mean,
-                    spec.std,
-                    spec.to_rgb,
-                    # Without a fixed pad size the batch canvas is padded *after* normalising
-                    # upstream (value 0); with pad_to (RTMDet) the pipeline already padded each image.
-                    valid_hw=[m["img_shape"] for m in metas] if spec.pad_to is None else None,
-                )
+                batch = prepare_batch(images, metas, spec, device)
                 dets = model.predict(batch, metas)
                 results.extend(detections_to_coco(dets, metas, cat_ids))
                 bar.advance(task, len(metas))

@@ -32,17 +32,18 @@ from rich.progress import (
 )
 
 from odcli.data.coco import CocoDetection
-from odcli.data.loader import build_loader, normalize
-from odcli.data.transforms import build_test_transforms, build_train_transforms
+from odcli.data.loader import build_loader, prepare_batch
+from odcli.data.pipelines import build_train_pipeline
 from odcli.engine import distributed as dist
 from odcli.engine.checkpoint import load_checkpoint, save_checkpoint
 from odcli.engine.ema import ModelEMA
+from odcli.engine.evaluate_model import eval_transforms
 from odcli.engine.schedules import FlatCosineSchedule, MultiStepSchedule, build_param_groups
 from odcli.errors import OdetError
 from odcli.models.detector import Detector
 from odcli.predictor import resolve_device
 from odcli.recipe import Recipe
-from odcli.zoo import build_from_config
+from odcli.zoo import build_from_config, input_spec_of
 
 LAST = "last.safetensors"
 BEST = "best.safetensors"
@@ -86,17 +87,12 @@ class Trainer:
         self.device = resolve_device(tcfg.device)
 
         root = _require(recipe.data_root, "dataset root", "data.root")
+        # The input spec (pad value, scale) comes from the model config; build the pipeline from it.
+        spec = input_spec_of(recipe.model)
         self.train_set = CocoDetection(
             ann_file=_require(root / dcfg.train_ann, "training annotations", "data.train_ann"),
             image_dir=_require(root / dcfg.train_images, "training images", "data.train_images"),
-            transforms=build_train_transforms(
-                tuple(dcfg.img_scale),
-                ratio_range=tuple(dcfg.resize_ratio_range),
-                crop_size=tuple(dcfg.crop_size),
-                hsv=dcfg.hsv,
-                flip_prob=dcfg.flip_prob,
-                pad_val=int(recipe.model.pad_value),
-            ),
+            transforms=build_train_pipeline(dcfg, spec),
             filter_empty=dcfg.filter_empty,
             min_size=dcfg.min_size,
         )
@@ -108,11 +104,10 @@ class Trainer:
         if tcfg.init_weights:
             self._init_from(recipe.resolve_path(tcfg.init_weights))
 
-        spec = self.model.input_spec
         self.val_set = CocoDetection(
             ann_file=_require(root / dcfg.val_ann, "validation annotations", "data.val_ann"),
             image_dir=_require(root / dcfg.val_images, "validation images", "data.val_images"),
-            transforms=build_test_transforms(spec.test_scale, pad_val=int(spec.pad_value)),
+            transforms=eval_transforms(self.model),
         )
         self.loader = build_loader(
             self.train_set,
@@ -123,6 +118,7 @@ class Trainer:
             drop_last=len(self.train_set) > dcfg.batch_size,
             persistent_workers=dcfg.persistent_workers,
             pad_value=int(spec.pad_value),
+            size_divisor=spec.size_divisor,
             pin_memory=self.device.type == "cuda",
         )
         self.iters_per_epoch = len(self.loader)
@@ -239,17 +235,22 @@ class Trainer:
             sampler.set_epoch(epoch)
         yield from self.loader
 
-    def train_step(self, images: torch.Tensor, targets: list[dict]) -> dict[str, float]:
-        """One optimisation step on a uint8 batch; returns the losses as floats."""
-        spec = self.model.input_spec
+    def train_step(self, images: torch.Tensor, targets: list[dict], metas: list[dict]) -> dict[str, float]:
+        """One optimisation step on a collated uint8 batch; returns the losses as floats.
+
+        Each target also receives its image's ``pad_shape`` (heads with anchors train only on
+        anchors inside it).
+        """
         self.schedule.apply(self.optimizer, self.iter)
-        images = images.to(self.device, non_blocking=True)
-        batch = normalize(images, spec.mean, spec.std, spec.to_rgb)
-        targets = [{k: v.to(self.device) for k, v in t.items()} for t in targets]
+        batch = prepare_batch(images, metas, self.model.input_spec, self.device)
+        targets = [
+            {**{k: v.to(self.device) for k, v in t.items()}, "pad_shape": tuple(m["pad_shape"])}
+            for t, m in zip(targets, metas, strict=True)
+        ]
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.use_amp else nullcontext()
         self.model.train()
         with autocast:
-            losses = self.model.loss(batch, targets)
+            losses = self.model.loss(batch, targets, epoch=self.epoch)
         total = sum(losses.values())
         if not torch.isfinite(total):
             raise OdetError(
@@ -356,7 +357,7 @@ class Trainer:
                 if step
                 else time.perf_counter() - t_data
             )
-            losses = self.train_step(images, targets)
+            losses = self.train_step(images, targets, _metas)
             for k, v in losses.items():
                 smoothed[k] = v if k not in smoothed else 0.9 * smoothed[k] + 0.1 * v
             lr = self.optimizer.param_groups[0]["lr"]

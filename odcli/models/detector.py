@@ -71,10 +71,12 @@ class Detector(nn.Module):
         outputs = self(images)
         return self.head.predict(*outputs, metas, rescale=rescale)
 
-    def loss(self, images: torch.Tensor, targets: list[dict], **kwargs) -> dict[str, torch.Tensor]:
+    def loss(self, images: torch.Tensor, targets: list[dict], *, epoch: int = 0) -> dict[str, torch.Tensor]:
         """Named scalar training losses.
 
-        ``targets`` hold per image ``boxes`` (G, 4) xyxy input pixels and ``labels`` (G,).
+        ``targets`` hold per image ``boxes`` (G, 4) xyxy input pixels and ``labels`` (G,), and
+        optionally ``pad_shape`` (h, w). ``epoch`` (0-based) lets heads that change their
+        assigner during training (PP-YOLOE) know where they are.
         """
         outputs = self(images)
-        return self.head.loss(*outputs, targets, **kwargs)
+        return self.head.loss(*outputs, targets, epoch=epoch)

@@ -118,8 +118,15 @@ def build_rtmdet(cfg: RTMDetConfig) -> Detector:
         ),
         **bn,
     )
+    return Detector(
+        arch=f"rtmdet_{cfg.size}", backbone=backbone, neck=neck, head=head, input_spec=rtmdet_input_spec(cfg)
+    )
+
+
+def rtmdet_input_spec(cfg: RTMDetConfig) -> InputSpec:
+    """BGR, keep-ratio resize to ``test_scale`` and pad to exactly that size with ``pad_value``."""
     w, h = cfg.test_scale
-    spec = InputSpec(
+    return InputSpec(
         mean=tuple(cfg.mean),
         std=tuple(cfg.std),
         to_rgb=cfg.to_rgb,
@@ -128,4 +135,3 @@ def build_rtmdet(cfg: RTMDetConfig) -> Detector:
         pad_value=cfg.pad_value,
         pad_to=(h, w),
     )
-    return Detector(arch=f"rtmdet_{cfg.size}", backbone=backbone, neck=neck, head=head, input_spec=spec)

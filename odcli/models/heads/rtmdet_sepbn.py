@@ -161,12 +161,15 @@ class RTMDetSepBNHead(nn.Module):
         cls_scores: list[torch.Tensor],
         bbox_preds: list[torch.Tensor],
         targets: list[dict[str, torch.Tensor]],
+        *,
+        epoch: int = 0,
     ) -> dict[str, torch.Tensor]:
         """Training losses for a batch.
 
         Args:
             cls_scores / bbox_preds: outputs of :meth:`forward`.
             targets: per image ``boxes`` (G, 4) xyxy input pixels and ``labels`` (G,).
+            epoch: current epoch (unused: RTMDet's assigner does not change during training).
         Returns:
             ``{"loss_cls", "loss_bbox"}`` scalars (already weighted).
         """
