@@ -310,6 +310,11 @@ class Trainer:
                 f"lr {self.lr:.6g} = {tcfg.lr:g} × total batch {total_batch} / {tcfg.base_batch_size} · "
                 f"{tcfg.epochs} epochs × {self.iters_per_epoch} iterations · run dir {self.run_dir}"
             )
+            if self.train_set.dropped_boxes:
+                self.console.print(
+                    f"dropped {self.train_set.dropped_boxes} degenerate boxes (zero width/height) from the "
+                    f"training annotations; {self.train_set.crowd_boxes} crowd boxes are not trained on"
+                )
         columns = (
             TextColumn("[bold]epoch {task.fields[epoch]}"),
             BarColumn(),
