@@ -77,8 +77,8 @@ def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 
 @user_errors
 def infer(
-    source: str = typer.Argument(
-        ..., help="Image file, directory of images, or glob pattern ('imgs/*.jpg')."
+    source: str | None = typer.Argument(
+        None, help="Image file, directory, glob ('imgs/*.jpg'), video file, cam0…, or rtsp/http URL."
     ),
     weights: Path = typer.Option(
         ..., "--weights", "-w", help="odet .safetensors or upstream .pth checkpoint."
@@ -92,8 +92,33 @@ def infer(
     score_thr: float = typer.Option(0.3, "--score-thr", help="Keep detections with score >= this."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(4, "--batch-size", "-b", help="Images per forward pass."),
+    video: str | None = typer.Option(None, "--video", help="Video file, camera (cam0, cam1…) or stream URL."),
+    stride: int = typer.Option(1, "--stride", help="Video: process every N-th frame."),
+    buffer: bool = typer.Option(
+        False, "--buffer", help="Camera/stream: every frame, not the newest."
+    ),
+    show: bool = typer.Option(False, "--show", help="Video: also show the annotated frames in a window."),
+    max_frames: int | None = typer.Option(None, "--max-frames", help="Video: stop after this many frames."),
 ) -> None:
-    """Detect objects in images; write annotated copies and OUT/detections.json."""
+    """Detect objects in images or video; write annotated copies and machine-readable detections.
+
+    Images → OUT/<name> + OUT/detections.json. Video, cameras, streams → OUT/<name>.mp4 +
+    OUT/<name>.jsonl (one line per processed frame).
+    """
+    from odcli.sources import is_video_source
+
+    if video is None and source is not None and is_video_source(source):
+        video = source
+    if video is not None:
+        from odcli.cli.infer_video import infer_video
+
+        infer_video(
+            video, weights=weights, arch=arch, out=out, score_thr=score_thr, device=device,
+            stride=stride, buffered=buffer, show=show, max_frames=max_frames,
+        )  # fmt: skip
+        return
+    if source is None:
+        raise OdetError("give an image source (file, directory, glob) or --video cam0 / a video file")
     import cv2
 
     from odcli.data.image_io import read_image

@@ -1,0 +1,138 @@
+"""``odet infer`` on video files, cameras and streams: annotated video + one JSON line per frame."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.live import Live
+from rich.text import Text
+
+from odcli.cli.common import console, ensure_output_dir
+from odcli.errors import OdetError
+
+
+def frame_record(
+    frame_index: int, timestamp: float, det: dict, classes: list[str], cat_ids: list[int], score_thr: float
+) -> dict[str, Any]:
+    """The JSON line of one frame: its index, time and detections above ``score_thr``."""
+    keep = det["scores"] >= score_thr
+    boxes, scores, labels = (
+        det["boxes"][keep].tolist(),
+        det["scores"][keep].tolist(),
+        det["labels"][keep].tolist(),
+    )
+    return {
+        "frame": frame_index,
+        "time": round(timestamp, 3),
+        "detections": [
+            {
+                "bbox": [round(v, 2) for v in box],
+                "score": round(score, 4),
+                "label": int(label),
+                "category_id": int(cat_ids[label]),
+                "category": classes[label],
+            }
+            for box, score, label in zip(boxes, scores, labels, strict=True)
+        ],
+    }
+
+
+def infer_video(
+    source: str,
+    *,
+    weights: Path,
+    arch: str | None,
+    out: Path,
+    score_thr: float,
+    device: str,
+    stride: int,
+    buffered: bool,
+    show: bool,
+    max_frames: int | None,
+) -> None:
+    """Run a detector over a frame source; see the module docstring for the outputs."""
+    import cv2
+
+    from odcli.predictor import Predictor, load_model
+    from odcli.sources import FrameReader, parse_source
+    from odcli.viz.draw import draw_detections
+
+    spec = parse_source(source)
+    ensure_output_dir(out)
+    loaded = load_model(weights, arch=arch, device=device)
+    predictor = Predictor(loaded.model)
+    classes, cat_ids = loaded.classes, loaded.cat_ids
+    video_path = out / f"{spec.name}.mp4"
+    lines_path = out / f"{spec.name}.jsonl"
+    writer = None
+    frames = 0
+    start = time.perf_counter()
+    fps_smoothed = 0.0
+    with FrameReader(spec, stride=stride, buffered=buffered, max_frames=max_frames) as reader:
+        out_fps = reader.fps / stride if spec.kind == "video" else reader.fps
+        # Write to temporary names and rename at the end: an interrupted run leaves no half file
+        # under the final name.
+        tmp_video = video_path.with_name(f".{video_path.name}.partial.mp4")
+        tmp_lines = lines_path.with_name(f".{lines_path.name}.partial")
+        try:
+            with open(tmp_lines, "w") as lines, Live(console=console, transient=True) as live:
+                for frame in reader:
+                    t0 = time.perf_counter()
+                    det = predictor([frame.image])[0]
+                    dt = time.perf_counter() - t0
+                    fps_smoothed = 1.0 / dt if frames == 0 else 0.9 * fps_smoothed + 0.1 / dt
+                    record = frame_record(frame.index, frame.timestamp, det, classes, cat_ids, score_thr)
+                    lines.write(json.dumps(record) + "\n")
+                    keep = det["scores"] >= score_thr
+                    canvas = draw_detections(
+                        frame.image, det["boxes"][keep], det["scores"][keep], det["labels"][keep], classes,
+                        score_thr=score_thr, max_dets=int(keep.sum()),
+                    )  # fmt: skip
+                    if writer is None:
+                        h, w = canvas.shape[:2]
+                        writer = cv2.VideoWriter(
+                            str(tmp_video), cv2.VideoWriter_fourcc(*"mp4v"), out_fps, (w, h)
+                        )
+                        if not writer.isOpened():
+                            raise OdetError(f"cannot write video {video_path} (OpenCV has no mp4v encoder?)")
+                    writer.write(canvas)
+                    frames += 1
+                    total = f"/{reader.frame_count // stride}" if reader.frame_count else ""
+                    live.update(
+                        Text(f"{spec.kind} {spec.name} · frame {frames}{total} · {fps_smoothed:5.1f} FPS "
+                             f"model · {len(record['detections'])} detections")
+                    )  # fmt: skip
+                    if show and not _show(canvas):
+                        break
+        except BaseException:
+            if writer is not None:
+                writer.release()
+            tmp_video.unlink(missing_ok=True)
+            tmp_lines.unlink(missing_ok=True)
+            raise
+    if writer is not None:
+        writer.release()
+        tmp_video.replace(video_path)
+    tmp_lines.replace(lines_path)
+    if frames == 0:
+        raise OdetError(f"no frame could be read from {source}")
+    elapsed = time.perf_counter() - start
+    console.print(
+        f"{frames} frames in {elapsed:.1f} s ({frames / elapsed:.1f} FPS end to end) → "
+        f"{video_path}, {lines_path}"
+    )
+
+
+def _show(canvas: object) -> bool:
+    """Show a frame; False when the user pressed q/Esc. Headless OpenCV builds cannot open windows."""
+    import cv2
+
+    try:
+        cv2.imshow("odet", canvas)
+        key = cv2.waitKey(1) & 0xFF
+    except cv2.error:
+        raise OdetError("--show needs an OpenCV build with GUI support (pip install opencv-python)") from None
+    return key not in (ord("q"), 27)

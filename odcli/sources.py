@@ -1,0 +1,156 @@
+"""Where frames come from: video files, cameras and network streams.
+
+Image files, folders and globs are listed by ``odet infer`` itself (``collect_images``); this
+module covers the sources that produce a *sequence* of frames. Cameras and streams are read by a
+background thread that keeps only the newest frame, so a slow model never builds up latency;
+``buffered=True`` processes every frame instead (what a video file always does).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from odcli.errors import OdetError
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+_CAMERA = re.compile(r"^cam(\d+)$")
+_STREAM = re.compile(r"^(rtsp|rtsps|rtmp|http|https|udp|tcp)://", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame: ``image`` (H, W, 3) uint8 BGR, its index in the source, and capture time (s)."""
+
+    index: int
+    image: np.ndarray
+    timestamp: float
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A parsed frame source: ``kind`` is "video", "camera" or "stream"; ``target`` what OpenCV opens."""
+
+    kind: str
+    target: str | int
+    name: str
+
+    @property
+    def live(self) -> bool:
+        return self.kind in ("camera", "stream")
+
+
+def is_video_source(text: str) -> bool:
+    """Whether ``text`` names a video file, a camera (``cam0``) or a stream URL (not images)."""
+    return bool(_CAMERA.match(text) or _STREAM.match(text) or Path(text).suffix.lower() in VIDEO_EXTENSIONS)
+
+
+def parse_source(text: str) -> SourceSpec:
+    """``cam0`` → camera 0; ``rtsp://…``/``http://…`` → stream; anything else → a video file (checked)."""
+    cam = _CAMERA.match(text)
+    if cam:
+        return SourceSpec("camera", int(cam.group(1)), f"cam{cam.group(1)}")
+    if _STREAM.match(text):
+        return SourceSpec("stream", text, "stream")
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise OdetError(f"video file not found: {text} (give a video file, cam0/cam1…, or an rtsp/http URL)")
+    return SourceSpec("video", str(path), path.stem)
+
+
+class FrameReader:
+    """Iterate frames of a :class:`SourceSpec`.
+
+    Args:
+        spec: what to open.
+        stride: yield every ``stride``-th frame (1 = all).
+        buffered: for cameras/streams, process every frame in order instead of only the newest.
+        max_frames: stop after this many yielded frames (None = until the source ends / Ctrl-C).
+    """
+
+    def __init__(
+        self, spec: SourceSpec, *, stride: int = 1, buffered: bool = False, max_frames: int | None = None
+    ) -> None:
+        import cv2
+
+        if stride < 1:
+            raise OdetError(f"--stride must be >= 1, got {stride}")
+        self.spec = spec
+        self.stride = stride
+        self.max_frames = max_frames
+        self.capture = cv2.VideoCapture(spec.target)
+        if not self.capture.isOpened():
+            problem = {
+                "camera": f"camera {spec.name} is not available",
+                "stream": f"cannot open stream {spec.target}",
+            }.get(spec.kind, f"cannot decode video {spec.target}")
+            raise OdetError(
+                problem + " (check the device index / URL, or that OpenCV was built with the needed codec)"
+            )
+        fps = self.capture.get(cv2.CAP_PROP_FPS)
+        self.fps = float(fps) if fps and fps > 0 else 25.0
+        count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        self.frame_count = count if spec.kind == "video" and count > 0 else None
+        self.latest_only = spec.live and not buffered
+        self._latest: tuple[int, np.ndarray, float] | None = None
+        self._cond = threading.Condition()
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+
+    # A live source is drained continuously by this thread; consumers take the newest frame.
+    def _grab_loop(self) -> None:
+        index = 0
+        while not self._stopped:
+            ok, image = self.capture.read()
+            with self._cond:
+                if not ok:
+                    self._stopped = True
+                else:
+                    self._latest = (index, image, time.time())
+                index += 1
+                self._cond.notify_all()
+
+    def __iter__(self) -> Iterator[Frame]:
+        yielded = 0
+        if self.latest_only:
+            self._thread = threading.Thread(target=self._grab_loop, daemon=True)
+            self._thread.start()
+            needed = 0  # the next frame index we may yield (stride counts frames of the source)
+            while self.max_frames is None or yielded < self.max_frames:
+                with self._cond:
+                    while not self._stopped and (self._latest is None or self._latest[0] < needed):
+                        self._cond.wait(timeout=1.0)
+                    if self._latest is None or self._latest[0] < needed:
+                        return
+                    index, image, stamp = self._latest
+                needed = index + self.stride
+                yielded += 1
+                yield Frame(index, image, stamp)
+            return
+        index = 0
+        while self.max_frames is None or yielded < self.max_frames:
+            ok, image = self.capture.read()
+            if not ok:
+                return
+            if index % self.stride == 0:
+                yielded += 1
+                yield Frame(index, image, time.time())
+            index += 1
+
+    def close(self) -> None:
+        self._stopped = True
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+        self.capture.release()
+
+    def __enter__(self) -> FrameReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
