@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from odcli.cli import convert, evaluate, infer, train
+from odcli.cli import convert, evaluate, infer, profile, train, visualize_data
 
 app = typer.Typer(
     name="odet",
@@ -17,6 +17,8 @@ app.command("train")(train.train)
 app.command("eval")(evaluate.evaluate)
 app.command("infer")(infer.infer)
 app.command("convert-weights")(convert.convert_weights)
+app.command("profile")(profile.profile)
+app.command("visualize-data")(visualize_data.visualize_data)
 
 
 def main() -> None:
