@@ -3,7 +3,7 @@
 Public API::
 
     model = odcli.build_detector("rtmdet_tiny", num_classes=80)
-    odcli.load_weights(model, "rtmdet_tiny.pth")          # or an odet .safetensors
+    odcli.load_weights(model, "rtmdet_tiny.pth")          # or an odet .safetensors, a Paddle .pdparams
     cls_scores, bbox_preds = model(images)                # raw outputs per level
     dets = model.predict(images, metas)                   # boxes/scores/labels per image
     losses = model.loss(images, targets)                  # {"loss_cls": …, "loss_bbox": …}

@@ -1,6 +1,8 @@
-"""Box coders: how a head's regression output maps to boxes and back."""
+"""Box coders: how a head's regression output maps to boxes and back (distance and delta-xywh)."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -44,3 +46,69 @@ def box_to_distance(
     if max_dis is not None:
         dist = dist.clamp(min=0, max=max_dis - eps)
     return dist
+
+
+def box_to_delta(
+    priors: torch.Tensor,
+    boxes: torch.Tensor,
+    means: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0),
+    stds: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0),
+) -> torch.Tensor:
+    """Encode xyxy ``boxes`` relative to xyxy ``priors`` as normalised (dx, dy, dw, dh) (DeltaXYWH).
+
+    dx = (gx − px) / pw, dy = (gy − py) / ph, dw = log(gw / pw), dh = log(gh / ph), then
+    (delta − means) / stds. Widths are x2 − x1 (no +1), as upstream.
+
+    Args:
+        priors: (..., N, 4) anchors, xyxy pixels.
+        boxes: (..., N, 4) target boxes, xyxy pixels.
+    Returns:
+        (..., N, 4) deltas (unitless).
+    """
+    priors = priors.float()
+    boxes = boxes.float()
+    px = (priors[..., 0] + priors[..., 2]) * 0.5
+    py = (priors[..., 1] + priors[..., 3]) * 0.5
+    pw = priors[..., 2] - priors[..., 0]
+    ph = priors[..., 3] - priors[..., 1]
+    gx = (boxes[..., 0] + boxes[..., 2]) * 0.5
+    gy = (boxes[..., 1] + boxes[..., 3]) * 0.5
+    gw = boxes[..., 2] - boxes[..., 0]
+    gh = boxes[..., 3] - boxes[..., 1]
+    deltas = torch.stack([(gx - px) / pw, (gy - py) / ph, torch.log(gw / pw), torch.log(gh / ph)], dim=-1)
+    return (deltas - deltas.new_tensor(means)) / deltas.new_tensor(stds)
+
+
+def delta_to_box(
+    priors: torch.Tensor,
+    deltas: torch.Tensor,
+    means: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0),
+    stds: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0),
+    max_shape: tuple[int, int] | None = None,
+    wh_ratio_clip: float = 16 / 1000,
+) -> torch.Tensor:
+    """Decode normalised (dx, dy, dw, dh) deltas on xyxy ``priors`` into xyxy boxes (DeltaXYWH).
+
+    The log-size deltas are clamped to ±|log(wh_ratio_clip)| (≈ ±4.135 for 16/1000) so ``exp``
+    cannot blow up. The arithmetic follows upstream's order step by step (centre + size·d, then
+    half-sizes), which keeps the result bit-identical to MMDetection's decoder.
+
+    Args:
+        priors: (..., N, 4) anchors, xyxy pixels.
+        deltas: (..., N, 4) normalised deltas.
+        max_shape: (h, w) to clamp x to [0, w] and y to [0, h]; None for no clamping.
+    Returns:
+        (..., N, 4) xyxy pixels.
+    """
+    d = deltas * deltas.new_tensor(stds) + deltas.new_tensor(means)
+    centre = (priors[..., :2] + priors[..., 2:]) * 0.5
+    size = priors[..., 2:] - priors[..., :2]
+    limit = abs(math.log(wh_ratio_clip))
+    new_centre = centre + size * d[..., :2]
+    new_size = size * d[..., 2:].clamp(min=-limit, max=limit).exp()
+    boxes = torch.cat([new_centre - new_size * 0.5, new_centre + new_size * 0.5], dim=-1)
+    if max_shape is not None:
+        h, w = max_shape
+        boxes[..., 0::2] = boxes[..., 0::2].clamp(min=0, max=w)
+        boxes[..., 1::2] = boxes[..., 1::2].clamp(min=0, max=h)
+    return boxes

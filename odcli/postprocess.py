@@ -72,3 +72,33 @@ def finalize_detections(
         return {"boxes": boxes.reshape(0, 4), "scores": scores, "labels": labels}
     keep = batched_nms(boxes, scores, labels, cfg.iou_thr)[: cfg.max_per_img]
     return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
+
+
+def multiclass_nms(boxes: torch.Tensor, scores: torch.Tensor, cfg: NMSConfig) -> dict[str, torch.Tensor]:
+    """PaddleDetection's ``MultiClassNMS`` (PP-YOLOE) for one image, vectorised over classes.
+
+    Per class: scores strictly above ``cfg.score_thr``, the best ``cfg.nms_pre`` of them (upstream
+    ``nms_top_k``: per *class*, not per level), NMS at ``cfg.iou_thr`` (suppress when IoU > thr, no
+    +1 in the areas); then the best ``cfg.max_per_img`` over all classes (``keep_top_k``). No box
+    size filter.
+
+    Args:
+        boxes: (N, 4) xyxy, shared by all classes.
+        scores: (N, C) probabilities.
+    Returns:
+        ``{"boxes": (M, 4), "scores": (M,), "labels": (M,)}`` sorted by score, descending.
+    """
+    n, num_classes = scores.shape
+    per_class = scores.t()  # (C, N)
+    k = min(cfg.nms_pre, n) if cfg.nms_pre > 0 else n
+    top_scores, top_idx = per_class.topk(k, dim=1)  # (C, k), best first
+    keep = top_scores > cfg.score_thr
+    cls = torch.arange(num_classes, device=scores.device)[:, None].expand(-1, k)
+    cand_scores, cand_idx, cand_labels = top_scores[keep], top_idx[keep], cls[keep]
+    cand_boxes = boxes[cand_idx]
+    if cand_scores.numel() == 0:
+        return {"boxes": boxes.new_zeros((0, 4)), "scores": cand_scores, "labels": cand_labels}
+    # float64: batched_nms separates classes by offsetting boxes by label × (max coordinate + 1); in
+    # float32 those offsets (~10⁵ px) would round the coordinates and move IoUs near the threshold.
+    kept = batched_nms(cand_boxes.double(), cand_scores.double(), cand_labels, cfg.iou_thr)[: cfg.max_per_img]
+    return {"boxes": cand_boxes[kept], "scores": cand_scores[kept], "labels": cand_labels[kept]}

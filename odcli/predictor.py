@@ -75,6 +75,10 @@ def load_model(
         if not arch:
             raise OdetError(f"{path.name} is an upstream checkpoint: pass --arch (e.g. --arch rtmdet_tiny)")
         model = build_detector(arch, num_classes=len(COCO_CLASSES))
+    if meta.get("deploy"):  # RepVGG re-parameterised weights (convert-weights --deploy): same form
+        from odcli.models.fuse import reparameterize
+
+        reparameterize(model)
     load_weights(model, path)
     classes = list(meta.get("classes") or (COCO_CLASSES if model.num_classes == 80 else []))
     if len(classes) != model.num_classes:
@@ -104,7 +108,11 @@ class Predictor:
         self.score_thr = score_thr
         spec = model.input_spec
         self.transforms = build_test_transforms(
-            spec.test_scale, pad_val=int(spec.pad_value), pad=spec.pad_to is not None
+            spec.test_scale,
+            pad_val=int(spec.pad_value),
+            pad=spec.pad_to is not None,
+            keep_ratio=spec.keep_ratio,
+            interpolation=spec.interpolation,
         )
         self.device = next(model.parameters()).device
 

@@ -32,7 +32,9 @@ from odcli.errors import OdetError
 class DataConfig:
     """Dataset location and the data pipeline.
 
-    ``root`` is the dataset directory; annotation and image paths are relative to it.
+    ``root`` is the dataset directory; annotation and image paths are relative to it. ``format`` is
+    ``coco`` (JSON annotations) or ``yolo`` (``images/<split>`` + ``labels/<split>`` + ``classes.txt``
+    or ``data.yaml``; ``*_ann`` unused), see :mod:`odcli.data.datasets`.
     """
 
     format: str = "coco"
@@ -54,6 +56,15 @@ class DataConfig:
     flip_prob: float = 0.5
     filter_empty: bool = True
     min_size: float = 32.0
+    # RTMDet's strong stage (train_pipeline: rtmdet_strong, until train.switch_epoch): cached Mosaic →
+    # RandomResize(strong_scale × resize_ratio_range) → RandomCrop → HSV → flip → Pad → cached MixUp
+    strong_scale: list[int] | None = None  # (w, h); None = 2 × img_scale (upstream 1280 for 640)
+    mosaic_cache: int = 40  # max_cached_images of CachedMosaic (RTMDet-tiny 20)
+    mixup_cache: int = 20  # max_cached_images of CachedMixUp (RTMDet-tiny 10)
+    random_pop: bool = True  # evict a random cached image (False: the oldest, RTMDet-tiny)
+    mosaic_prob: float = 1.0
+    mixup_prob: float = 1.0  # RTMDet-tiny 0.5
+    mixup_ratio_range: list[float] = field(default_factory=lambda: [1.0, 1.0])  # partner scale jitter
 
 
 @dataclass
@@ -91,6 +102,8 @@ class TrainConfig:
     deterministic: bool = False
     output_dir: str = "runs"
     init_weights: str | None = None
+    # first epoch (0-based count of epochs done) of a staged pipeline's second stage; None = never
+    switch_epoch: int | None = None
 
 
 @dataclass

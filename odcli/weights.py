@@ -3,6 +3,8 @@
 * ``.safetensors`` — odet's own format (see :mod:`odcli.engine.checkpoint`); EMA weights are
   preferred when the file has them.
 * ``.pth`` — an MMDetection checkpoint, converted on the fly (safe unpickling, fp16 upcast).
+* ``.pdparams`` — a PaddleDetection checkpoint, read without Paddle by an unpickler that can only
+  build numpy arrays (:mod:`odcli.convert.ppdet`).
 """
 
 from __future__ import annotations
@@ -33,16 +35,31 @@ def read_state_dict(path: str | Path, *, arch: str) -> dict[str, torch.Tensor]:
             }
     elif suffix in {".pth", ".pt", ".ckpt"}:
         state = _from_mmdet(path, arch=arch)
+    elif suffix == ".pdparams":
+        state = _from_ppdet(path, arch=arch)
     else:
-        raise OdetError(f"unsupported weights file {path.name}: expected .safetensors or an MMDetection .pth")
+        raise OdetError(
+            f"unsupported weights file {path.name}: expected .safetensors, an MMDetection .pth "
+            "or a PaddleDetection .pdparams"
+        )
     return {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
 
 
 def _mmdet_converters() -> dict[str, Callable[[dict[str, torch.Tensor]], tuple[dict, list[str]]]]:
     """Family name → function renaming an MMDetection state dict to odet keys."""
-    from odcli.convert.mmdet import rtmdet_from_mmdet
+    from odcli.convert.mmdet import retinanet_from_mmdet, rtmdet_from_mmdet
 
-    return {"rtmdet": rtmdet_from_mmdet}
+    return {"rtmdet": rtmdet_from_mmdet, "retinanet": retinanet_from_mmdet}
+
+
+def _from_ppdet(path: Path, *, arch: str) -> dict[str, torch.Tensor]:
+    from odcli.convert.ppdet import ppyoloe_from_ppdet, read_pdparams
+
+    converters = {"ppyoloe": ppyoloe_from_ppdet}
+    converter = converters.get(arch.partition("_")[0])
+    if converter is None:
+        raise OdetError(f"no PaddleDetection converter for architecture {arch!r} (PP-YOLOE only)")
+    return converter(read_pdparams(path))
 
 
 def _from_mmdet(path: Path, *, arch: str) -> dict[str, torch.Tensor]:
@@ -88,7 +105,43 @@ def assign_state_dict(
 
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load odet ``.safetensors`` or MMDetection ``.pth`` weights into ``model`` (in place); returns it."""
+    """Load odet ``.safetensors``, MMDetection ``.pth`` or PaddleDetection ``.pdparams`` weights into
+    ``model`` (in place); returns it. A model with RepVGG blocks is re-parameterised first when the
+    weights are in that (deployed) form."""
+    from odcli.models.fuse import adopt_deployed_form
+
     arch = getattr(model, "arch", "")
-    assign_state_dict(model, read_state_dict(path, arch=arch), source=Path(path).name)
+    state = read_state_dict(path, arch=arch)
+    adopt_deployed_form(model, state)  # RepVGG weights saved re-parameterised (PP-YOLOE --deploy)
+    assign_state_dict(model, state, source=Path(path).name)
+    return model
+
+
+def load_backbone_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Initialise ``model.backbone`` from ImageNet weights (in place); returns ``model``.
+
+    ``path`` is a torchvision classification checkpoint (``.pth``, e.g. ``resnet18-f37072fd.pth``)
+    or an odet ``.safetensors`` made from one by ``odet convert-weights --from torchvision``. Every
+    backbone tensor must be present with its shape; the rest of the model is left as it is.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise OdetError(f"backbone weights not found: {path} (check model.backbone_weights)")
+    if path.suffix.lower() == ".safetensors":
+        from odcli.engine.checkpoint import load_checkpoint
+
+        state = {
+            k.removeprefix("backbone."): v.float() if v.is_floating_point() else v
+            for k, v in load_checkpoint(path).model_state.items()
+            if k.startswith("backbone.")
+        }
+    elif path.suffix.lower() in {".pth", ".pt"}:
+        from odcli.convert.torchvision import read_torchvision_backbone
+
+        state = read_torchvision_backbone(path)
+    else:
+        raise OdetError(
+            f"unsupported backbone weights {path.name}: expected a torchvision .pth or a .safetensors"
+        )
+    assign_state_dict(model.backbone, state, source=path.name)
     return model

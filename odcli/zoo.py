@@ -13,6 +13,8 @@ from typing import Any
 
 from odcli.errors import OdetError
 from odcli.models.detector import Detector, InputSpec
+from odcli.models.ppyoloe import PPYOLOE_SIZES, PPYOLOEConfig, build_ppyoloe, ppyoloe_input_spec
+from odcli.models.retinanet import RETINANET_SIZES, RetinaNetConfig, build_retinanet, retinanet_input_spec
 from odcli.models.rtmdet import RTMDET_SIZES, RTMDetConfig, build_rtmdet, rtmdet_input_spec
 
 
@@ -28,6 +30,9 @@ class Family:
 
 FAMILIES: dict[str, Family] = {
     "rtmdet": Family(RTMDetConfig, build_rtmdet, rtmdet_input_spec, tuple(RTMDET_SIZES)),
+    # ppyoloe_plus_s → arch "ppyoloe", size "plus_s": PP-YOLOE+ is a variant of the same family.
+    "ppyoloe": Family(PPYOLOEConfig, build_ppyoloe, ppyoloe_input_spec, PPYOLOE_SIZES),
+    "retinanet": Family(RetinaNetConfig, build_retinanet, retinanet_input_spec, tuple(RETINANET_SIZES)),
 }
 
 

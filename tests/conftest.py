@@ -11,6 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 REFERENCE = SHARED / "reference"
 MMDET_REF = REFERENCE / "mmdet"
+PPDET_REF = REFERENCE / "ppdet"
 COCO128 = SHARED / "data" / "coco128"
 
 
@@ -38,4 +39,96 @@ def rtmdet_ref() -> dict:
         "inputs": load_file(MMDET_REF / "inputs" / "rtmdet_batchA.safetensors")["inputs"],
         "meta": json.loads((MMDET_REF / "inputs" / "rtmdet_batchA.json").read_text()),
         "root": root,
+    }
+
+
+@pytest.fixture(scope="session")
+def retinanet_ref() -> dict:
+    """RetinaNet-R18 reference: batch A built by odet's own test pipeline, the converted model, and
+    its raw outputs (one forward pass shared by the tests: it takes ~10 s on a small CPU).
+
+    The outputs are computed in **train** mode on purpose: with ``norm_eval`` (and no BN outside
+    the backbone) they must equal upstream's eval-mode outputs, so the comparison also checks that
+    ``model.train()`` leaves every backbone BN in eval mode.
+    """
+    import hashlib
+
+    import numpy as np
+    import torch
+
+    import odcli
+    from odcli.data import build_test_transforms, collate, read_image
+    from odcli.data.loader import prepare_batch
+
+    root = require(MMDET_REF / "retinanet_r18_fp16")
+    meta = json.loads((MMDET_REF / "inputs" / "retinanet_batchA.json").read_text())
+    model = odcli.build_detector("retinanet_r18", num_classes=80)
+    odcli.load_weights(model, root / "checkpoint_fp16.pth")
+    transforms = build_test_transforms(scale=(1333, 800), pad=False)
+    samples, digests_ok = [], []
+    for image in meta["images"]:
+        img = read_image(require(COCO128 / "images" / image["img_path"]))
+        h, w = img.shape[:2]
+        sample = transforms(
+            {
+                "img": img,
+                "boxes": np.zeros((0, 4), np.float32),
+                "labels": np.zeros((0,), np.int64),
+                "image_id": image["img_id"],
+                "file_name": image["img_path"],
+                "ori_shape": (h, w),
+                "img_shape": (h, w),
+                "pad_shape": (h, w),
+                "scale_factor": (1.0, 1.0),
+            }
+        )
+        chw = np.ascontiguousarray(sample["img"].transpose(2, 0, 1))  # upstream hashes uint8 BGR CHW
+        digests_ok.append(hashlib.sha256(chw.tobytes()).hexdigest() == image["pipeline_output_sha256"])
+        samples.append(sample)
+    images, _, metas = collate(samples, pad_value=0, size_divisor=32)
+    inputs = prepare_batch(images, metas, model.input_spec, "cpu")
+    model.train()
+    with torch.no_grad():
+        backbone = model.backbone(inputs)
+        neck = model.neck(backbone)
+        cls_scores, bbox_preds = model.head(neck)
+    model.eval()
+    return {
+        "model": model,
+        "inputs": inputs,
+        "metas": metas,
+        "meta": meta,
+        "digests_ok": digests_ok,
+        "backbone": backbone,
+        "neck": neck,
+        "cls_scores": cls_scores,
+        "bbox_preds": bbox_preds,
+        "root": root,
+    }
+
+
+@pytest.fixture(scope="session")
+def ppyoloe_ref() -> dict:
+    """PP-YOLOE-s reference: the converted ``.pdparams`` model (eval mode), batch A as upstream
+    preprocessed it, and the model's raw outputs on it (one forward pass shared by the tests)."""
+    import numpy as np
+    import torch
+
+    import odcli
+
+    root = require(PPDET_REF / "ppyoloe_crn_s_300e_coco")
+    model = odcli.build_detector("ppyoloe_s", num_classes=80)
+    odcli.load_weights(model, root / "model.pdparams")
+    model.eval()
+    inputs = dict(np.load(root / "batch_A" / "inputs.npz"))
+    images = torch.from_numpy(inputs["image"])
+    with torch.no_grad():
+        cls_logits, reg_dists = model(images)
+    return {
+        "model": model,
+        "root": root,
+        "inputs": inputs,
+        "images": images,
+        "cls_logits": cls_logits,
+        "reg_dists": reg_dists,
     }

@@ -34,3 +34,19 @@ def test_rtmdet_tiny_memorises_eight_coco_images(tmp_path: Path) -> None:
     )
     assert stats["mAP_50"] >= 0.5
     assert (tmp_path / "run" / "best.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_ppyoloe_s_memorises_eight_coco_images(tmp_path: Path) -> None:
+    """PP-YOLOE-s from scratch (recipes/ppyoloe_s_demo.yaml: 224 px, ATSS then Task-Aligned)."""
+    recipe = load_recipe(REPO / "recipes" / "ppyoloe_s_demo.yaml", ["train.eval_interval=1000"])
+    trainer = Trainer(recipe, run_dir=tmp_path / "run", console=Console(quiet=True))
+    start = time.perf_counter()
+    trainer.fit()
+    minutes = (time.perf_counter() - start) / 60
+    stats = trainer.last_eval.stats
+    print(
+        f"\nlearning check: {trainer.iter} steps, {minutes:.1f} min, "
+        f"mAP {stats['mAP']:.3f}, mAP@0.5 {stats['mAP_50']:.3f}"
+    )
+    assert stats["mAP_50"] >= 0.5

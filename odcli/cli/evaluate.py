@@ -30,6 +30,8 @@ def _checkpoint_sections(meta: dict[str, Any], path: Path) -> dict[str, dict[str
             )
         overrides = {"num_classes": len(meta["classes"])} if meta.get("classes") else {}
         sections["model"] = dataclasses.asdict(model_config(meta["arch"], **overrides))
+    if meta.get("deploy") and "deploy" in sections["model"]:  # RepVGG re-parameterised (PP-YOLOE)
+        sections["model"]["deploy"] = True
     return sections
 
 
@@ -165,6 +167,10 @@ def evaluate(
 
     torch_device = resolve_device(device)
     model = build_from_config(recipe.model)
+    if meta.get("deploy"):  # a recipe + RepVGG re-parameterised weights (convert-weights --deploy)
+        from odcli.models.fuse import reparameterize
+
+        reparameterize(model)
     load_weights(model, weights)
     model = optimize_for_inference(model.to(torch_device).eval())
 

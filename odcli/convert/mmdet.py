@@ -50,3 +50,31 @@ def rtmdet_from_mmdet(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, to
                 continue
         out[new] = value
     return out, skipped
+
+
+# RetinaNet: the backbone (MMDetection's "pytorch"-style ResNet) already has torchvision's keys; the
+# neck and head wrap each conv in a ConvModule (".conv.") that odet's plain convs do not have.
+_RETINANET_RENAMES: list[tuple[str, str]] = [
+    (r"^neck\.(lateral|fpn)_convs\.(\d+)\.conv\.", r"neck.\1_convs.\2."),
+    (r"^bbox_head\.(cls|reg)_convs\.(\d+)\.conv\.", r"head.\1_convs.\2."),
+    (r"^bbox_head\.retina_cls\.", "head.cls_pred."),
+    (r"^bbox_head\.retina_reg\.", "head.reg_pred."),
+]
+
+
+def retinanet_from_mmdet(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Rename an MMDetection RetinaNet (ResNet-FPN) state dict to odet keys.
+
+    Returns (converted state dict, upstream keys that had no place and were skipped).
+    """
+    out: dict[str, torch.Tensor] = {}
+    skipped: list[str] = []
+    for key, value in state_dict.items():
+        if key.startswith("data_preprocessor."):
+            skipped.append(key)
+            continue
+        new = key
+        for pattern, repl in _RETINANET_RENAMES:
+            new = re.sub(pattern, repl, new)
+        out[new] = value
+    return out, skipped

@@ -1,8 +1,11 @@
 """Data: image decoding, the COCO dataset, transforms and batching (MMDetection 3.3 semantics)."""
 
 from odcli.data.coco import CocoDetection, load_coco_json
+from odcli.data.datasets import build_dataset
 from odcli.data.image_io import read_image
 from odcli.data.loader import build_loader, collate, normalize
+from odcli.data.mix import CachedMixUp, CachedMosaic
+from odcli.data.stages import StagedPipeline
 from odcli.data.transforms import (
     Compose,
     FilterDegenerate,
@@ -16,8 +19,11 @@ from odcli.data.transforms import (
     build_test_transforms,
     build_train_transforms,
 )
+from odcli.data.yolo import YoloDetection
 
 __all__ = [
+    "CachedMixUp",
+    "CachedMosaic",
     "CocoDetection",
     "Compose",
     "FilterDegenerate",
@@ -27,7 +33,10 @@ __all__ = [
     "RandomResize",
     "Resize",
     "Sample",
+    "StagedPipeline",
     "YOLOXHSVRandomAug",
+    "YoloDetection",
+    "build_dataset",
     "build_loader",
     "build_test_transforms",
     "build_train_transforms",

@@ -113,6 +113,7 @@ class CocoDetection(Dataset):
         filter_empty: bool = False,
         min_size: float = 0.0,
         classes: Sequence[str] | None = None,
+        dataset: dict[str, Any] | None = None,
     ) -> None:
         """Index the annotation file.
 
@@ -124,6 +125,8 @@ class CocoDetection(Dataset):
             min_size: drop images whose declared width or height is below this, pixels.
             classes: restrict to these category names (labels still follow ascending category id);
                 None keeps every category of the file.
+            dataset: the parsed COCO dict to use instead of reading ``ann_file`` (which then only names
+                the source in messages), e.g. one built from another format by ``YoloDetection``.
 
         Raises:
             OdetError: bad annotation file, missing image directory, no categories, unknown class
@@ -132,7 +135,7 @@ class CocoDetection(Dataset):
         self.ann_file = Path(ann_file)
         self.image_dir = Path(image_dir)
         self.transforms = transforms
-        data = load_coco_json(self.ann_file)
+        data = load_coco_json(self.ann_file) if dataset is None else dataset
         if not self.image_dir.is_dir():
             raise OdetError(f"image directory not found: {self.image_dir} (check data.root / image folder)")
         self._validate(data)

@@ -9,12 +9,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from odcli.data.transforms import Compose, build_train_transforms
+from odcli.data.transforms import (
+    Compose,
+    RandomFlip,
+    RandomResize,
+    Resize,
+    Transform,
+    YOLOXHSVRandomAug,
+    build_train_transforms,
+)
 from odcli.errors import OdetError
 
 
 def _rtmdet(data: Any, spec: Any) -> Compose:
-    """RTMDet's weak pipeline: random resize → random crop → HSV → flip → pad (Mosaic/MixUp: issue 4)."""
+    """RTMDet's weak pipeline (upstream's stage 2): random resize → random crop → HSV → flip → pad."""
     return build_train_transforms(
         tuple(data.img_scale),
         ratio_range=tuple(data.resize_ratio_range),
@@ -25,13 +33,84 @@ def _rtmdet(data: Any, spec: Any) -> Compose:
     )
 
 
-TRAIN_PIPELINES: dict[str, Callable[[Any, Any], Compose]] = {
+def _rtmdet_strong(data: Any, spec: Any) -> Transform:
+    """RTMDet's two-stage schedule: a :class:`~odcli.data.stages.StagedPipeline` whose ``strong`` stage is
+    cached Mosaic (tiles fitted to ``img_scale``) → RandomResize(``strong_scale`` × ``resize_ratio_range``)
+    → RandomCrop(``crop_size``) → HSV → flip → Pad(``crop_size``) → cached MixUp, and whose ``weak`` stage
+    is :func:`_rtmdet`. The trainer switches to ``weak`` at ``train.switch_epoch`` (upstream 280 of 300)."""
+    from odcli.data.mix import CachedMixUp, CachedMosaic
+    from odcli.data.stages import StagedPipeline
+    from odcli.data.transforms import Pad, RandomCrop
+
+    pad = int(spec.pad_value)
+    img_scale = tuple(data.img_scale)
+    strong_scale = tuple(data.strong_scale) if data.strong_scale else (2 * img_scale[0], 2 * img_scale[1])
+    steps: list[Transform] = [
+        CachedMosaic(
+            img_scale,
+            pad_val=pad,
+            prob=data.mosaic_prob,
+            max_cached_images=data.mosaic_cache,
+            random_pop=data.random_pop,
+        ),
+        RandomResize(strong_scale, ratio_range=tuple(data.resize_ratio_range), keep_ratio=True),
+        RandomCrop(tuple(data.crop_size)),
+    ]
+    if data.hsv:
+        steps.append(YOLOXHSVRandomAug())
+    steps += [
+        RandomFlip(data.flip_prob),
+        Pad(size=tuple(data.crop_size), pad_val=pad),
+        CachedMixUp(
+            img_scale,
+            ratio_range=tuple(data.mixup_ratio_range),
+            pad_val=pad,
+            max_cached_images=data.mixup_cache,
+            random_pop=data.random_pop,
+            prob=data.mixup_prob,
+        ),
+    ]
+    return StagedPipeline([("strong", Compose(steps)), ("weak", _rtmdet(data, spec))])
+
+
+def _retinanet(data: Any, spec: Any) -> Compose:
+    """RetinaNet 1x: keep-ratio Resize to ``data.img_scale`` (1333×800) → RandomFlip. No pad here:
+    the collate pads the batch to a multiple of 32 and ``prepare_batch`` zeroes it after normalising."""
+    return Compose([Resize(tuple(data.img_scale), keep_ratio=True), RandomFlip(data.flip_prob)])
+
+
+def _ppyoloe(data: Any, spec: Any) -> Compose:
+    """PP-YOLOE, approximated: resize each image to a random square ``img_scale × U(resize_ratio_range)``
+    without keeping its ratio → HSV jitter (if ``data.hsv``) → RandomFlip. No pad here: the collate
+    pads a batch to its largest image and ``prepare_batch`` zeroes the padding after normalising
+    (= the mean colour, like upstream's RandomExpand fill).
+
+    Upstream differs (exact augmentation is a later issue): RandomDistort (brightness, contrast,
+    saturation, hue, each with probability 0.5) instead of HSV jitter; RandomExpand (canvas up to
+    4× filled with the mean) and an IoU-constrained RandomCrop before the resize; BatchRandomResize
+    picks one size per *batch* from 320…768 in steps of 32 with a random cv2 interpolation, where this
+    draws a continuous size per *image* and resizes bilinearly.
+    """
+    steps: list[Transform] = [
+        RandomResize(tuple(data.img_scale), ratio_range=tuple(data.resize_ratio_range), keep_ratio=False)
+    ]
+    if data.hsv:
+        steps.append(YOLOXHSVRandomAug())
+    steps.append(RandomFlip(data.flip_prob))
+    return Compose(steps)
+
+
+TRAIN_PIPELINES: dict[str, Callable[[Any, Any], Transform]] = {
     "rtmdet": _rtmdet,
+    "rtmdet_strong": _rtmdet_strong,
+    "retinanet": _retinanet,
+    "ppyoloe": _ppyoloe,
 }
 
 
-def build_train_pipeline(data: Any, spec: Any) -> Compose:
-    """The transforms named by ``data.train_pipeline`` (a :class:`~odcli.recipe.DataConfig`)."""
+def build_train_pipeline(data: Any, spec: Any) -> Transform:
+    """The transforms named by ``data.train_pipeline`` (a :class:`~odcli.recipe.DataConfig`): a
+    :class:`Compose`, or a :class:`~odcli.data.stages.StagedPipeline` for two-stage schedules."""
     builder = TRAIN_PIPELINES.get(data.train_pipeline)
     if builder is None:
         raise OdetError(

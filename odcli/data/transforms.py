@@ -129,7 +129,7 @@ def rescale_size(w: int, h: int, scale: tuple[int, int]) -> tuple[int, int, floa
 
 
 class Resize:
-    """Resize the image (cv2 bilinear) and scale the boxes with it (upstream ``Resize``).
+    """Resize the image (cv2 bilinear or ``interpolation``) and scale the boxes with it (upstream ``Resize``).
 
     With ``keep_ratio`` the new size follows :func:`rescale_size`; otherwise the image is resized to
     exactly ``scale`` = (w, h). ``scale_factor`` becomes (new_w / w, new_h / h) times its previous
@@ -138,20 +138,33 @@ class Resize:
     ``img_shape`` and ``pad_shape`` become the new (h, w).
     """
 
-    def __init__(self, scale: tuple[int, int] = (640, 640), keep_ratio: bool = True) -> None:
-        """Args: scale: target (w, h) pixels; keep_ratio: keep the aspect ratio (fit inside ``scale``)."""
+    def __init__(
+        self, scale: tuple[int, int] = (640, 640), keep_ratio: bool = True, interpolation: str = "bilinear"
+    ) -> None:
+        """Args: scale: target (w, h) pixels; keep_ratio: keep the aspect ratio (fit inside ``scale``);
+        interpolation: ``"bilinear"`` or ``"cubic"`` (PaddleDetection's ``interp: 2``)."""
         self.scale = _check_size("resize scale", scale)
         self.keep_ratio = keep_ratio
+        if interpolation not in _INTERPOLATIONS:
+            choices = ", ".join(_INTERPOLATIONS)
+            raise OdetError(f"resize interpolation must be one of {choices}, got {interpolation!r}")
+        self.interpolation = interpolation
 
     def __call__(self, sample: Sample, rng: np.random.Generator | None = None) -> Sample:
         """Resize ``sample`` to ``self.scale`` (``rng`` is unused)."""
-        return resize_sample(sample, self.scale, self.keep_ratio)
+        return resize_sample(sample, self.scale, self.keep_ratio, self.interpolation)
 
     def __repr__(self) -> str:
-        return f"Resize(scale={self.scale}, keep_ratio={self.keep_ratio})"
+        interp = self.interpolation
+        return f"Resize(scale={self.scale}, keep_ratio={self.keep_ratio}, interpolation={interp!r})"
 
 
-def resize_sample(sample: Sample, scale: tuple[int, int], keep_ratio: bool) -> Sample:
+_INTERPOLATIONS = {"bilinear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC}
+
+
+def resize_sample(
+    sample: Sample, scale: tuple[int, int], keep_ratio: bool, interpolation: str = "bilinear"
+) -> Sample:
     """Functional form of :class:`Resize`; ``scale`` is (w, h)."""
     img = sample["img"]
     h, w = img.shape[:2]
@@ -160,7 +173,7 @@ def resize_sample(sample: Sample, scale: tuple[int, int], keep_ratio: bool) -> S
     else:
         new_w, new_h = scale
     # Always call cv2.resize, even for an unchanged size, exactly as mmcv does.
-    out = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    out = cv2.resize(img, (new_w, new_h), interpolation=_INTERPOLATIONS[interpolation])
     sx, sy = new_w / w, new_h / h
     boxes = sample["boxes"] * np.array([sx, sy, sx, sy], dtype=np.float32)
     boxes = _clip_boxes(boxes, new_w, new_h)
@@ -458,12 +471,18 @@ class Compose:
 
 
 def build_test_transforms(
-    scale: tuple[int, int] = (640, 640), pad_val: int = 114, pad: bool = True
+    scale: tuple[int, int] = (640, 640),
+    pad_val: int = 114,
+    pad: bool = True,
+    *,
+    keep_ratio: bool = True,
+    interpolation: str = "bilinear",
 ) -> Compose:
     """Evaluation pipeline: keep-ratio :class:`Resize` to ``scale`` = (w, h), then (RTMDet) a
     :class:`Pad` to exactly ``scale`` with ``pad_val``. RetinaNet's upstream test pipeline has no pad
-    (``scale=(1333, 800), pad=False``): its batch padding happens after normalisation."""
-    steps: list[Transform] = [Resize(scale, keep_ratio=True)]
+    (``scale=(1333, 800), pad=False``): its batch padding happens after normalisation. PP-YOLOE
+    resizes to exactly ``scale`` (``keep_ratio=False``) with ``interpolation="cubic"``, no pad."""
+    steps: list[Transform] = [Resize(scale, keep_ratio=keep_ratio, interpolation=interpolation)]
     if pad:
         steps.append(Pad(size=scale, pad_val=pad_val))
     return Compose(steps)

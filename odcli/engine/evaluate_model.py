@@ -29,7 +29,13 @@ __all__ = ["eval_transforms", "run_coco_eval"]
 def eval_transforms(model: Detector) -> Compose:
     """The test-time pipeline ``model`` expects (its :class:`InputSpec`): give it to the dataset."""
     spec = model.input_spec
-    return build_test_transforms(spec.test_scale, pad_val=int(spec.pad_value), pad=spec.pad_to is not None)
+    return build_test_transforms(
+        spec.test_scale,
+        pad_val=int(spec.pad_value),
+        pad=spec.pad_to is not None,
+        keep_ratio=spec.keep_ratio,
+        interpolation=spec.interpolation,
+    )
 
 
 def _batches(loader: Iterable[Any]) -> Iterator[Any]:

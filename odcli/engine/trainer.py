@@ -31,9 +31,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from odcli.data.coco import CocoDetection
+from odcli.data.datasets import build_dataset
 from odcli.data.loader import build_loader, prepare_batch
 from odcli.data.pipelines import build_train_pipeline
+from odcli.data.stages import StagedPipeline
 from odcli.engine import distributed as dist
 from odcli.engine.checkpoint import load_checkpoint, save_checkpoint
 from odcli.engine.ema import ModelEMA
@@ -89,26 +90,25 @@ class Trainer:
         root = _require(recipe.data_root, "dataset root", "data.root")
         # The input spec (pad value, scale) comes from the model config; build the pipeline from it.
         spec = input_spec_of(recipe.model)
-        self.train_set = CocoDetection(
-            ann_file=_require(root / dcfg.train_ann, "training annotations", "data.train_ann"),
-            image_dir=_require(root / dcfg.train_images, "training images", "data.train_images"),
-            transforms=build_train_pipeline(dcfg, spec),
-            filter_empty=dcfg.filter_empty,
-            min_size=dcfg.min_size,
-        )
+        # COCO JSON or YOLO folders (data.format); a staged pipeline is built here, in the main process,
+        # so its shared stage flag exists before any DataLoader worker starts.
+        self.train_set = build_dataset(dcfg, root, "train", build_train_pipeline(dcfg, spec))
         self.classes = list(self.train_set.classes)
         self.cat_ids = list(self.train_set.cat_ids)
         model_cfg = dataclasses.replace(recipe.model, num_classes=len(self.classes))
         self.recipe = dataclasses.replace(recipe, model=model_cfg)
         self.model: Detector = build_from_config(model_cfg).to(self.device)
+        backbone_weights = getattr(model_cfg, "backbone_weights", None)
+        if backbone_weights and not resume:  # ImageNet init (RetinaNet); a resumed run has its own
+            from odcli.weights import load_backbone_weights
+
+            load_backbone_weights(self.model, recipe.resolve_path(backbone_weights))
+            if self.main:
+                self.console.print(f"backbone initialised from {recipe.resolve_path(backbone_weights)}")
         if tcfg.init_weights:
             self._init_from(recipe.resolve_path(tcfg.init_weights))
 
-        self.val_set = CocoDetection(
-            ann_file=_require(root / dcfg.val_ann, "validation annotations", "data.val_ann"),
-            image_dir=_require(root / dcfg.val_images, "validation images", "data.val_images"),
-            transforms=eval_transforms(self.model),
-        )
+        self.val_set = build_dataset(dcfg, root, "val", eval_transforms(self.model))
         self.loader = build_loader(
             self.train_set,
             batch_size=dcfg.batch_size,
@@ -233,7 +233,27 @@ class Trainer:
         sampler = self.loader.sampler
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
+        self._select_pipeline_stage(epoch)
         yield from self.loader
+
+    def _select_pipeline_stage(self, epoch: int) -> None:
+        """Activate the second stage of a staged pipeline (RTMDet: weak, without Mosaic/MixUp) from
+        ``train.switch_epoch`` on, as upstream's PipelineSwitchHook does before that epoch.
+
+        Called before the epoch's DataLoader iterator exists, so even persistent workers (which read
+        the stage from shared memory per sample) produce and prefetch the new epoch with the new stage.
+        """
+        pipeline = self.train_set.transforms
+        switch = self.recipe.train.switch_epoch
+        if switch is None or not isinstance(pipeline, StagedPipeline) or len(pipeline) < 2:
+            return
+        wanted = pipeline.names[1] if epoch >= switch else pipeline.names[0]
+        if pipeline.stage != wanted:
+            pipeline.set_stage(wanted)
+            if self.main:
+                self.console.print(
+                    f"switching to the {wanted} pipeline at epoch {epoch + 1} (train.switch_epoch={switch})"
+                )
 
     def train_step(self, images: torch.Tensor, targets: list[dict], metas: list[dict]) -> dict[str, float]:
         """One optimisation step on a collated uint8 batch; returns the losses as floats.
@@ -251,7 +271,9 @@ class Trainer:
         self.model.train()
         with autocast:
             losses = self.model.loss(batch, targets, epoch=self.epoch)
-        total = sum(losses.values())
+        # A head that returns its own weighted total under "loss" (PP-YOLOE, as upstream reports it
+        # next to the unweighted components) is trained on that; otherwise the components add up.
+        total = losses["loss"] if "loss" in losses else sum(losses.values())
         if not torch.isfinite(total):
             raise OdetError(
                 f"loss became {total.item()} at iteration {self.iter}; lower train.lr or set "

@@ -20,6 +20,7 @@ class InputSpec:
         pad_value: value of the padded pixels (before normalisation).
         pad_to: (h, w) fixed padded size, or None to pad to a multiple of ``size_divisor``.
         size_divisor: pad each image up to a multiple of this (when ``pad_to`` is None).
+        interpolation: cv2 interpolation of the test resize, ``"bilinear"`` or ``"cubic"`` (PP-YOLOE).
     """
 
     mean: tuple[float, float, float]
@@ -30,6 +31,7 @@ class InputSpec:
     pad_value: float = 114.0
     pad_to: tuple[int, int] | None = None
     size_divisor: int = 32
+    interpolation: str = "bilinear"
 
 
 class Detector(nn.Module):

@@ -2,7 +2,11 @@
 
 Every ``ConvBNAct`` becomes conv(with bias) → act, and the SepBN head's shared convs are folded
 once per level (each level has its own BN statistics, so the folded weights differ per level).
-The folded model is for inference only: it has no BN to train.
+RepVGG blocks (PP-YOLOE) are re-parameterised into one 3×3 conv first (their
+``fuse_for_inference`` hook). The folded model is for inference only: it has no BN to train.
+
+:func:`reparameterize` does only the RepVGG step: PaddleDetection's deployed architecture, the
+one ``odet convert-weights --deploy`` saves.
 """
 
 from __future__ import annotations
@@ -35,3 +39,37 @@ def optimize_for_inference(model: nn.Module) -> nn.Module:
     ``python bench/rtmdet_speed.py`` measures the gain. Inference only.
     """
     return fuse_conv_bn(model).to(memory_format=torch.channels_last)
+
+
+@torch.no_grad()
+def reparameterize(model: nn.Module) -> nn.Module:
+    """RepVGG re-parameterisation, in place: every block with ``switch_to_deploy`` (PP-YOLOE's
+    :class:`~odcli.models.layers.RepVGGBlock`) becomes a single 3×3 conv; returns ``model``.
+
+    Unlike :func:`fuse_conv_bn` this keeps every other BatchNorm, so the result is PaddleDetection's
+    deployed architecture (same state-dict keys) and can still be fine-tuned. Uses the running BN
+    statistics: call it on a trained model.
+    """
+    for module in list(model.modules()):
+        switch = getattr(module, "switch_to_deploy", None)
+        if callable(switch):
+            switch()
+    return model
+
+
+def adopt_deployed_form(model: nn.Module, state: dict[str, torch.Tensor]) -> bool:
+    """Re-parameterise ``model`` in place if ``state`` holds RepVGG blocks in deployed form.
+
+    A block ``name`` is deployed in ``state`` when ``name.conv.weight`` is there (PaddleDetection's
+    and odet's deployed key). Lets the same architecture load trained and deployed checkpoints.
+    Returns whether the model was changed.
+    """
+    blocks = [
+        name
+        for name, m in model.named_modules()
+        if callable(getattr(m, "switch_to_deploy", None)) and not getattr(m, "deployed", True)
+    ]
+    if not blocks or not all(f"{name}.conv.weight" in state for name in blocks):
+        return False
+    reparameterize(model)
+    return True

@@ -148,3 +148,113 @@ class CSPLayer(nn.Module):
         if self.attention is not None:
             y = self.attention(y)
         return self.final_conv(y)
+
+
+class RepVGGBlock(nn.Module):
+    """RepVGG block: a 3×3 conv+BN branch and a 1×1 conv+BN branch, summed, then the activation.
+
+    PP-YOLOE+ scales the 1×1 branch by a learnable scalar ``alpha`` (shape (1,)). Because every
+    branch is linear until the sum, the block is equivalent to a single 3×3 conv with bias:
+    :meth:`switch_to_deploy` computes it (RepVGG "re-parameterisation") and drops the branches.
+    Built with ``deploy=True`` the block holds only that conv (``conv``), ready to load deployed
+    weights.
+
+    Args:
+        in_channels / out_channels: channel counts (stride 1, same spatial size).
+        alpha: learnable scale on the 1×1 branch (PP-YOLOE+ backbone).
+        deploy: build the re-parameterised form directly.
+        act: activation after the sum (default SiLU).
+        bn_eps / bn_momentum: BatchNorm settings (PyTorch momentum convention).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        alpha: bool = False,
+        deploy: bool = False,
+        act: nn.Module | None = None,
+        bn_eps: float = 1e-5,
+        bn_momentum: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.conv1: ConvBNAct | None = None
+        self.conv2: ConvBNAct | None = None
+        self.alpha: nn.Parameter | None = None
+        self.conv: nn.Conv2d | None = None
+        if deploy:
+            self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=True)
+        else:
+            bn = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
+            self.conv1 = ConvBNAct(in_channels, out_channels, 3, act=nn.Identity(), **bn)
+            self.conv2 = ConvBNAct(in_channels, out_channels, 1, act=nn.Identity(), **bn)
+            if alpha:
+                self.alpha = nn.Parameter(torch.ones(1))
+        self.act = act if act is not None else nn.SiLU(inplace=True)
+
+    @property
+    def deployed(self) -> bool:
+        """True once the block is a single 3×3 conv."""
+        return self.conv is not None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.conv is not None:
+            return self.act(self.conv(x))
+        assert self.conv1 is not None and self.conv2 is not None
+        branch = self.conv2(x)
+        if self.alpha is not None:
+            branch = self.alpha * branch
+        return self.act(self.conv1(x) + branch)
+
+    @torch.no_grad()
+    def equivalent_kernel_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (out, in, 3, 3) kernel and (out,) bias of the single conv equal to both branches.
+
+        BN is folded into each branch (running statistics: inference semantics), the 1×1 kernel is
+        zero-padded to 3×3 (its tap is the centre), and branches add. Computed in float64 so that
+        the fused model stays within float32 rounding of the original.
+        """
+        if self.conv is not None:
+            return self.conv.weight.detach().clone(), self.conv.bias.detach().clone()
+        assert self.conv1 is not None and self.conv2 is not None
+        k3, b3 = _fold_bn(self.conv1)
+        k1, b1 = _fold_bn(self.conv2)
+        k1 = F.pad(k1, [1, 1, 1, 1])
+        if self.alpha is not None:
+            a = self.alpha.detach().double()
+            k1, b1 = k1 * a, b1 * a
+        return k3 + k1, b3 + b1
+
+    @torch.no_grad()
+    def switch_to_deploy(self) -> None:
+        """Replace both branches (and ``alpha``) by the equivalent single 3×3 conv, in place."""
+        if self.conv is not None:
+            return
+        assert self.conv1 is not None
+        weight = self.conv1.conv.weight
+        kernel, bias = self.equivalent_kernel_bias()
+        conv = nn.Conv2d(self.in_channels, self.out_channels, 3, padding=1, bias=True)
+        conv.weight.copy_(kernel.to(weight.dtype))
+        conv.bias.copy_(bias.to(weight.dtype))
+        self.conv = conv.to(weight.device)
+        self.conv1 = None
+        self.conv2 = None
+        self.alpha = None
+
+    def fuse_for_inference(self) -> None:
+        """Hook of :func:`odcli.models.fuse.fuse_conv_bn`: re-parameterise before BN folding."""
+        self.switch_to_deploy()
+
+
+def _fold_bn(block: ConvBNAct) -> tuple[torch.Tensor, torch.Tensor]:
+    """Kernel and bias (float64) of ``conv`` followed by eval-mode ``bn`` as one biased conv."""
+    bn = block.bn
+    assert isinstance(bn, nn.BatchNorm2d) and bn.running_var is not None and bn.running_mean is not None
+    std = (bn.running_var.double() + bn.eps).sqrt()
+    scale = bn.weight.double() / std
+    kernel = block.conv.weight.double() * scale.view(-1, 1, 1, 1)
+    bias = bn.bias.double() - bn.running_mean.double() * scale
+    return kernel, bias

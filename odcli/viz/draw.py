@@ -51,6 +51,7 @@ def draw_detections(
     *,
     score_thr: float = 0.3,
     max_dets: int = 100,
+    show_scores: bool = True,
 ) -> np.ndarray:
     """Return a copy of ``img_bgr`` with the detections drawn on it.
 
@@ -62,6 +63,7 @@ def draw_detections(
         classes: class names; a label outside it is shown as ``class <label>``.
         score_thr: draw only detections with ``score >= score_thr``.
         max_dets: draw at most this many (the highest-scoring ones).
+        show_scores: tag each box with "name score"; False: the name only (ground-truth boxes).
 
     Returns:
         (H, W, 3) uint8 BGR annotated copy.
@@ -102,7 +104,7 @@ def draw_detections(
         cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness, cv2.LINE_AA)
 
         name = classes[label] if 0 <= label < len(classes) else f"class {label}"
-        text = f"{name} {s[i]:.2f}"
+        text = f"{name} {s[i]:.2f}" if show_scores else name
         (tw, th), baseline = cv2.getTextSize(text, _FONT, font_scale, font_thick)
         tag_w, tag_h = tw + 2 * pad, th + baseline + pad
         # Tag sits on top of the box; when the box touches the top edge, tuck it inside instead.

@@ -1,0 +1,240 @@
+"""RetinaNet's head: two conv towers shared across pyramid levels, anchors, focal + L1 losses.
+
+Per level: a classification tower and a regression tower of ``stacked_convs`` × (3×3 conv + ReLU),
+then a 3×3 conv to A·C class logits (sigmoid, no background class) and one to A·4 DeltaXYWH
+deltas, A = anchors per location. Channel layout (upstream's): anchor-major, i.e. channel
+a·C + c and a·4 + k.
+
+Training (MMDetection ``AnchorHead``/``RetinaHead``): Max-IoU assignment of anchors to GTs
+(restricted to each image's valid anchors), sigmoid focal loss over all non-ignored anchors and
+L1 loss on the encoded deltas of positive anchors, each summed per level and divided by
+avg_factor = Σ_images max(num_pos, 1) (+ float32 ε, as upstream).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from odcli.assigners.max_iou import MaxIoUAssigner
+from odcli.coders import box_to_delta, delta_to_box
+from odcli.losses import l1_loss, sigmoid_focal_loss
+from odcli.postprocess import NMSConfig, finalize_detections, rescale_boxes, select_topk
+from odcli.priors import AnchorConfig, anchor_valid_flags, multilevel_anchors
+from odcli.targets import pad_targets
+
+_EPS = torch.finfo(torch.float32).eps
+
+
+class RetinaHead(nn.Module):
+    """Anchor-based dense head of RetinaNet.
+
+    Args:
+        num_classes: foreground classes (sigmoid, no background logit).
+        in_channels / feat_channels: input and tower widths.
+        stacked_convs: 3×3 conv + ReLU layers per tower.
+        prior_prob: initial foreground probability of every class logit (bias −log((1−p)/p)).
+        anchors: anchor generator settings (strides = the input levels' strides).
+        coder_means / coder_stds / wh_ratio_clip: DeltaXYWH coder settings.
+        assigner: the Max-IoU assigner.
+        focal_gamma / focal_alpha: focal loss settings; cls_weight / bbox_weight: loss weights.
+        pad_size_divisor: an image's valid region is its ``pad_shape`` rounded up to this, as
+            upstream's data preprocessor records it (idempotent on an already rounded shape).
+        nms: test-time post-processing.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        in_channels: int = 256,
+        feat_channels: int = 256,
+        stacked_convs: int = 4,
+        prior_prob: float = 0.01,
+        anchors: AnchorConfig,
+        coder_means: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0),
+        coder_stds: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0),
+        wh_ratio_clip: float = 16 / 1000,
+        assigner: MaxIoUAssigner,
+        focal_gamma: float = 2.0,
+        focal_alpha: float = 0.25,
+        cls_weight: float = 1.0,
+        bbox_weight: float = 1.0,
+        pad_size_divisor: int = 32,
+        nms: NMSConfig,
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.anchors = anchors
+        self.num_anchors = anchors.num_base_anchors
+        self.strides = tuple(anchors.strides)
+        self.coder_means = tuple(coder_means)
+        self.coder_stds = tuple(coder_stds)
+        self.wh_ratio_clip = wh_ratio_clip
+        self.assigner = assigner
+        self.focal_gamma = focal_gamma
+        self.focal_alpha = focal_alpha
+        self.cls_weight = cls_weight
+        self.bbox_weight = bbox_weight
+        self.pad_size_divisor = pad_size_divisor
+        self.nms = nms
+        self.prior_prob = prior_prob
+
+        def tower() -> nn.ModuleList:
+            chans = [in_channels] + [feat_channels] * stacked_convs
+            return nn.ModuleList(
+                nn.Conv2d(chans[i], chans[i + 1], 3, padding=1) for i in range(stacked_convs)
+            )
+
+        self.cls_convs = tower()
+        self.reg_convs = tower()
+        self.relu = nn.ReLU(inplace=True)
+        self.cls_pred = nn.Conv2d(feat_channels, self.num_anchors * num_classes, 3, padding=1)
+        self.reg_pred = nn.Conv2d(feat_channels, self.num_anchors * 4, 3, padding=1)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Upstream init: every conv N(0, 0.01) with zero bias; class bias for ``prior_prob``."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, std=0.01)
+                nn.init.zeros_(m.bias)
+        nn.init.constant_(self.cls_pred.bias, -math.log((1 - self.prior_prob) / self.prior_prob))
+
+    def forward(self, feats: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Pyramid maps → per level (logits (B, A·C, H, W), deltas (B, A·4, H, W))."""
+        cls_scores, bbox_preds = [], []
+        for x in feats:
+            c = r = x
+            for conv in self.cls_convs:
+                c = self.relu(conv(c))
+            for conv in self.reg_convs:
+                r = self.relu(conv(r))
+            cls_scores.append(self.cls_pred(c))
+            bbox_preds.append(self.reg_pred(r))
+        return cls_scores, bbox_preds
+
+    # ----------------------------------------------------------------------------------- helpers
+    def _per_anchor(self, maps: list[torch.Tensor], width: int) -> list[torch.Tensor]:
+        """(B, A·K, H, W) per level → (B, H·W·A, K) per level, the anchors' (y, x, anchor) order."""
+        return [m.permute(0, 2, 3, 1).reshape(m.shape[0], -1, width) for m in maps]
+
+    def _valid_flags(
+        self, targets: list[dict], featmap_sizes: list[tuple[int, int]], device: torch.device
+    ) -> torch.Tensor:
+        """(B, N) bool: anchors on each image's own padded extent (all anchors without pad_shape)."""
+        d = self.pad_size_divisor
+        everything = (2**30, 2**30)  # clamped to the feature maps: every cell valid
+        shapes = []
+        for t in targets:
+            h, w = t.get("pad_shape", everything)
+            shapes.append((math.ceil(int(h) / d) * d, math.ceil(int(w) / d) * d))
+        pad_shapes = torch.tensor(shapes, dtype=torch.long, device=device)
+        return torch.cat(anchor_valid_flags(self.anchors, featmap_sizes, pad_shapes), dim=1)
+
+    # -------------------------------------------------------------------------------------- loss
+    def loss(
+        self,
+        cls_scores: list[torch.Tensor],
+        bbox_preds: list[torch.Tensor],
+        targets: list[dict],
+        *,
+        epoch: int = 0,
+    ) -> dict[str, torch.Tensor]:
+        """Training losses for a batch.
+
+        Args:
+            cls_scores / bbox_preds: outputs of :meth:`forward`.
+            targets: per image ``boxes`` (G, 4) xyxy input pixels, ``labels`` (G,) and optionally
+                ``pad_shape`` (h, w): only anchors inside it (rounded up to ``pad_size_divisor``)
+                are trained; without it the whole input counts.
+            epoch: unused (RetinaNet's assignment does not change during training).
+        Returns:
+            ``{"loss_cls", "loss_bbox"}`` scalars (already weighted).
+        """
+        device = cls_scores[0].device
+        sizes = [tuple(c.shape[-2:]) for c in cls_scores]
+        level_anchors = multilevel_anchors(self.anchors, sizes, device=device)
+        anchors = torch.cat(level_anchors)  # (N, 4)
+        valid = self._valid_flags(targets, sizes, device)
+        gt_boxes, gt_labels, gt_mask = pad_targets(targets, device=device)
+        assign = self.assigner(anchors, gt_boxes, gt_labels, gt_mask, valid)
+
+        positive = assign.positive  # (B, N)
+        label_weight = (assign.gt_index != -2).float()  # positives and negatives; ignored get 0
+        # Upstream's avg_factor: every image counts at least one positive.
+        avg_factor = positive.sum(dim=1).clamp(min=1).sum().float()
+        pos_b, pos_n = positive.nonzero(as_tuple=True)
+        pos_targets = box_to_delta(
+            anchors[pos_n], gt_boxes[pos_b, assign.gt_index[pos_b, pos_n]], self.coder_means, self.coder_stds
+        )
+
+        # Per level, as upstream sums: loss_l = Σ / (avg_factor + ε), then Σ over levels. The
+        # batch is one tensor per level; only the 5 levels are looped.
+        logits = self._per_anchor(cls_scores, self.num_classes)
+        deltas = self._per_anchor(bbox_preds, 4)
+        loss_cls = cls_scores[0].new_zeros((), dtype=torch.float32)
+        loss_bbox = cls_scores[0].new_zeros((), dtype=torch.float32)
+        start = 0
+        for level_logits, level_deltas in zip(logits, deltas, strict=True):
+            end = start + level_logits.shape[1]
+            focal = sigmoid_focal_loss(
+                level_logits.float(), assign.labels[:, start:end], self.focal_gamma, self.focal_alpha
+            )
+            loss_cls = loss_cls + (focal * label_weight[:, start:end, None]).sum() / (avg_factor + _EPS)
+            in_level = (pos_n >= start) & (pos_n < end)
+            if in_level.any():
+                pred = level_deltas[pos_b[in_level], pos_n[in_level] - start].float()
+                loss_bbox = loss_bbox + l1_loss(pred, pos_targets[in_level]).sum() / (avg_factor + _EPS)
+            else:
+                # Upstream returns 0 without dividing; keep the graph connected for DDP.
+                loss_bbox = loss_bbox + level_deltas.sum() * 0.0
+            start = end
+        return {"loss_cls": self.cls_weight * loss_cls, "loss_bbox": self.bbox_weight * loss_bbox}
+
+    # ----------------------------------------------------------------------------------- predict
+    @torch.no_grad()
+    def predict(
+        self,
+        cls_scores: list[torch.Tensor],
+        bbox_preds: list[torch.Tensor],
+        metas: list[dict],
+        *,
+        rescale: bool = True,
+    ) -> list[dict[str, torch.Tensor]]:
+        """Detections per image: ``boxes`` (K, 4) xyxy, ``scores`` (K,), ``labels`` (K,).
+
+        Boxes are in original-image pixels if ``rescale`` (each meta's ``scale_factor`` (sx, sy)),
+        else input pixels. Per level: sigmoid, (anchor, class) pairs above ``score_thr``, the best
+        ``nms_pre``; then decode (clamped to the meta's ``img_shape``), rescale, drop empty boxes,
+        class-aware NMS, the best ``max_per_img``.
+        """
+        device = cls_scores[0].device
+        sizes = [tuple(c.shape[-2:]) for c in cls_scores]
+        level_anchors = multilevel_anchors(self.anchors, sizes, device=device)
+        level_scores = [s.float().sigmoid() for s in self._per_anchor(cls_scores, self.num_classes)]
+        level_deltas = [d.float() for d in self._per_anchor(bbox_preds, 4)]
+        results = []
+        for i, meta in enumerate(metas):  # NMS is per image by nature
+            scores, labels, deltas, anchors = [], [], [], []
+            for s, d, a in zip(level_scores, level_deltas, level_anchors, strict=True):
+                sc, lb, idx = select_topk(s[i], self.nms.score_thr, self.nms.nms_pre)
+                scores.append(sc)
+                labels.append(lb)
+                deltas.append(d[i][idx])
+                anchors.append(a[idx])
+            img_h, img_w = meta["img_shape"]
+            boxes = delta_to_box(
+                torch.cat(anchors),
+                torch.cat(deltas),
+                self.coder_means,
+                self.coder_stds,
+                max_shape=(int(img_h), int(img_w)),
+                wh_ratio_clip=self.wh_ratio_clip,
+            )
+            if rescale:
+                boxes = rescale_boxes(boxes, meta["scale_factor"])
+            results.append(finalize_detections(boxes, torch.cat(scores), torch.cat(labels), self.nms))
+        return results

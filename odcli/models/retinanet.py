@@ -1,0 +1,161 @@
+"""RetinaNet R18/R50-FPN (MMDetection 3.3 ``retinanet_r{18,50}_fpn_1x_coco``), from a typed config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from odcli.assigners.max_iou import MaxIoUAssigner
+from odcli.errors import OdetError
+from odcli.models.backbones.resnet import ResNet
+from odcli.models.detector import Detector, InputSpec
+from odcli.models.heads.retina import RetinaHead
+from odcli.models.necks.fpn import FPN
+from odcli.postprocess import NMSConfig
+from odcli.priors import AnchorConfig
+
+#: zoo size → ResNet depth
+RETINANET_SIZES: dict[str, int] = {"r18": 18, "r50": 50}
+
+
+@dataclass
+class RetinaNetConfig:
+    """Every hyper-parameter of a RetinaNet model (the ``model:`` section of a recipe).
+
+    ``size`` picks the ResNet depth from :data:`RETINANET_SIZES`; the defaults are upstream's.
+    ``backbone_weights`` names a local ImageNet checkpoint (torchvision ``resnet18-f37072fd.pth``
+    layout, or an odet ``.safetensors`` made by ``odet convert-weights --from torchvision``) that
+    the trainer loads into the backbone before training; nothing is ever downloaded.
+    """
+
+    arch: str = "retinanet"
+    size: str = "r18"
+    num_classes: int = 80
+    # backbone
+    frozen_stages: int = 1
+    norm_eval: bool = True
+    zero_init_residual: bool = True
+    backbone_weights: str | None = None
+    # neck
+    fpn_channels: int = 256
+    fpn_start_level: int = 1
+    fpn_num_outs: int = 5
+    add_extra_convs: str = "on_input"
+    relu_before_extra_convs: bool = False
+    # head
+    stacked_convs: int = 4
+    feat_channels: int = 256
+    prior_prob: float = 0.01
+    anchor_strides: list[int] = field(default_factory=lambda: [8, 16, 32, 64, 128])
+    octave_base_scale: float = 4.0
+    scales_per_octave: int = 3
+    anchor_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    anchor_center_offset: float = 0.0
+    coder_means: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
+    coder_stds: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0])
+    wh_ratio_clip: float = 0.016
+    # input
+    mean: list[float] = field(default_factory=lambda: [123.675, 116.28, 103.53])
+    std: list[float] = field(default_factory=lambda: [58.395, 57.12, 57.375])
+    to_rgb: bool = True
+    test_scale: list[int] = field(default_factory=lambda: [1333, 800])
+    pad_value: float = 0.0
+    size_divisor: int = 32
+    # training
+    pos_iou_thr: float = 0.5
+    neg_iou_thr: float = 0.4
+    min_pos_iou: float = 0.0
+    match_low_quality: bool = True
+    gt_max_assign_all: bool = True
+    focal_gamma: float = 2.0
+    focal_alpha: float = 0.25
+    cls_weight: float = 1.0
+    bbox_weight: float = 1.0
+    # test
+    score_thr: float = 0.05
+    nms_pre: int = 1000
+    nms_iou_thr: float = 0.5
+    max_per_img: int = 100
+    min_bbox_size: float = 0.0
+
+
+def build_retinanet(cfg: RetinaNetConfig) -> Detector:
+    """Construct a RetinaNet detector (randomly initialised; see ``backbone_weights``) from its config."""
+    if cfg.size not in RETINANET_SIZES:
+        raise OdetError(f"unknown RetinaNet size {cfg.size!r}; choose one of {', '.join(RETINANET_SIZES)}")
+    backbone = ResNet(
+        RETINANET_SIZES[cfg.size],
+        frozen_stages=cfg.frozen_stages,
+        norm_eval=cfg.norm_eval,
+        zero_init_residual=cfg.zero_init_residual,
+    )
+    neck = FPN(
+        backbone.out_channels,
+        cfg.fpn_channels,
+        start_level=cfg.fpn_start_level,
+        num_outs=cfg.fpn_num_outs,
+        add_extra_convs=cfg.add_extra_convs,
+        relu_before_extra_convs=cfg.relu_before_extra_convs,
+    )
+    if len(cfg.anchor_strides) != cfg.fpn_num_outs:
+        raise OdetError(
+            f"model.anchor_strides has {len(cfg.anchor_strides)} levels but the FPN makes {cfg.fpn_num_outs}"
+        )
+    head = RetinaHead(
+        num_classes=cfg.num_classes,
+        in_channels=cfg.fpn_channels,
+        feat_channels=cfg.feat_channels,
+        stacked_convs=cfg.stacked_convs,
+        prior_prob=cfg.prior_prob,
+        anchors=AnchorConfig(
+            strides=tuple(cfg.anchor_strides),
+            octave_base_scale=cfg.octave_base_scale,
+            scales_per_octave=cfg.scales_per_octave,
+            ratios=tuple(cfg.anchor_ratios),
+            center_offset=cfg.anchor_center_offset,
+        ),
+        coder_means=tuple(cfg.coder_means),
+        coder_stds=tuple(cfg.coder_stds),
+        wh_ratio_clip=cfg.wh_ratio_clip,
+        assigner=MaxIoUAssigner(
+            pos_iou_thr=cfg.pos_iou_thr,
+            neg_iou_thr=cfg.neg_iou_thr,
+            min_pos_iou=cfg.min_pos_iou,
+            match_low_quality=cfg.match_low_quality,
+            gt_max_assign_all=cfg.gt_max_assign_all,
+        ),
+        focal_gamma=cfg.focal_gamma,
+        focal_alpha=cfg.focal_alpha,
+        cls_weight=cfg.cls_weight,
+        bbox_weight=cfg.bbox_weight,
+        pad_size_divisor=cfg.size_divisor,
+        nms=NMSConfig(
+            score_thr=cfg.score_thr,
+            nms_pre=cfg.nms_pre,
+            iou_thr=cfg.nms_iou_thr,
+            max_per_img=cfg.max_per_img,
+            min_bbox_size=cfg.min_bbox_size,
+        ),
+    )
+    return Detector(
+        arch=f"retinanet_{cfg.size}",
+        backbone=backbone,
+        neck=neck,
+        head=head,
+        input_spec=retinanet_input_spec(cfg),
+    )
+
+
+def retinanet_input_spec(cfg: RetinaNetConfig) -> InputSpec:
+    """RGB, keep-ratio resize to fit ``test_scale`` (1333×800), no fixed pad: the batch is padded to a
+    multiple of ``size_divisor`` and the padding zeroed after normalisation (upstream's preprocessor)."""
+    w, h = cfg.test_scale
+    return InputSpec(
+        mean=tuple(cfg.mean),
+        std=tuple(cfg.std),
+        to_rgb=cfg.to_rgb,
+        test_scale=(w, h),
+        keep_ratio=True,
+        pad_value=cfg.pad_value,
+        pad_to=None,
+        size_divisor=cfg.size_divisor,
+    )
