@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from odcli.assigners.max_iou import MaxIoUAssigner
+from odcli.assigners.view import PriorView
 from odcli.coders import box_to_delta, delta_to_box
 from odcli.losses import l1_loss, sigmoid_focal_loss
 from odcli.postprocess import NMSConfig, finalize_detections, rescale_boxes, select_topk
@@ -133,6 +134,33 @@ class RetinaHead(nn.Module):
             shapes.append((math.ceil(int(h) / d) * d, math.ceil(int(w) / d) * d))
         pad_shapes = torch.tensor(shapes, dtype=torch.long, device=device)
         return torch.cat(anchor_valid_flags(self.anchors, featmap_sizes, pad_shapes), dim=1)
+
+    @torch.no_grad()
+    def prior_view(self, cls_scores: list[torch.Tensor], bbox_preds: list[torch.Tensor]) -> PriorView:
+        """Anchors and predictions of the first image, for running any assigner on them."""
+        sizes = [tuple(c.shape[-2:]) for c in cls_scores]
+        level_anchors = multilevel_anchors(self.anchors, sizes, device=cls_scores[0].device)
+        anchors = torch.cat(level_anchors)
+        logits = torch.cat(self._per_anchor([c[:1] for c in cls_scores], self.num_classes), dim=1).float()
+        deltas = torch.cat(self._per_anchor([d[:1] for d in bbox_preds], 4), dim=1).float()
+        boxes = delta_to_box(
+            anchors, deltas[0], self.coder_means, self.coder_stds, wh_ratio_clip=self.wh_ratio_clip
+        )
+        strides = torch.cat(
+            [torch.full((len(a),), float(s)) for a, s in zip(level_anchors, self.strides, strict=True)]
+        )
+        return PriorView(
+            centers=(anchors[:, :2] + anchors[:, 2:]) / 2,
+            strides=strides,
+            levels=torch.cat(
+                [torch.full((len(a),), i, dtype=torch.long) for i, a in enumerate(level_anchors)]
+            ),
+            level_sizes=sizes,
+            per_location=self.num_anchors,
+            anchors=anchors,
+            logits=logits,
+            boxes=boxes[None],
+        )
 
     # -------------------------------------------------------------------------------------- loss
     def loss(

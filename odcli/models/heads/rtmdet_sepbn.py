@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from odcli.assigners.dynamic_soft_label import DynamicSoftLabelAssigner
+from odcli.assigners.view import PriorView
 from odcli.coders import distance_to_box
 from odcli.engine.distributed import all_reduce_mean
 from odcli.losses import giou_loss, quality_focal_loss
@@ -154,6 +155,16 @@ class RTMDetSepBNHead(nn.Module):
         logits = torch.cat([c.permute(0, 2, 3, 1).reshape(b, -1, self.num_classes) for c in cls_scores], 1)
         dists = torch.cat([d.permute(0, 2, 3, 1).reshape(b, -1, 4) for d in bbox_preds], 1)
         return logits, dists, priors
+
+    @torch.no_grad()
+    def prior_view(self, cls_scores: list[torch.Tensor], bbox_preds: list[torch.Tensor]) -> PriorView:
+        """Priors and predictions of the first image, for running any assigner on them."""
+        from odcli.assigners.view import point_prior_view
+
+        logits, dists, priors = self._flatten([c[:1] for c in cls_scores], [d[:1] for d in bbox_preds])
+        sizes = [tuple(c.shape[-2:]) for c in cls_scores]
+        points = multilevel_points(sizes, self.strides, device=logits.device)
+        return point_prior_view(points, logits.float(), distance_to_box(priors[None], dists.float()), sizes)
 
     # -------------------------------------------------------------------------------------- loss
     def loss(
