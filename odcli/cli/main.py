@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from odcli.cli import convert, evaluate, infer, profile, train, visualize_data
+from odcli.cli import assign, convert, evaluate, infer, profile, train, visualize_data
 
 app = typer.Typer(
     name="odet",
@@ -18,6 +18,7 @@ app.command("eval")(evaluate.evaluate)
 app.command("infer")(infer.infer)
 app.command("convert-weights")(convert.convert_weights)
 app.command("profile")(profile.profile)
+app.command("visualize-assign")(assign.visualize_assign)
 app.command("visualize-data")(visualize_data.visualize_data)
 
 
