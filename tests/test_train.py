@@ -32,7 +32,8 @@ def _run(args: list[str]) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def test_train_resume_and_outputs(tmp_path: Path) -> None:
+def test_train_resume_and_outputs(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # runs/latest.json is written relative to the working directory
     run = tmp_path / "run"
     code, out = _run(["train", str(DEMO), *FAST, "--set", "train.epochs=1", "--run-dir", str(run)])
     assert code == 0, out
@@ -53,6 +54,13 @@ def test_train_resume_and_outputs(tmp_path: Path) -> None:
     assert any("mAP" in r for r in records) and any("loss_cls" in r for r in records)
     assert list(run.glob("prediction_*.jpg"))
 
+    # Without --weights, infer uses the best checkpoint of this (latest) run and says so.
+    image = REPO / "recipes" / "data" / "coco8" / "images" / "000000000009.jpg"
+    code, out = _run(["infer", str(image), "-o", str(tmp_path / "pred")])
+    assert code == 0, out
+    assert "latest run" in out and str(run / "best.safetensors") in out.replace("\n", "")
+    assert (tmp_path / "pred" / "detections.json").exists()
+
 
 def test_misspelled_recipe_key_is_one_line(tmp_path: Path) -> None:
     code, out = _run(["train", str(DEMO), "--set", "train.epoch=3"])
@@ -66,3 +74,10 @@ def test_missing_dataset_is_one_line(tmp_path: Path) -> None:
     assert code != 0
     assert "dataset root not found" in out and "data.root" in out
     assert "Traceback" not in out
+
+
+def test_commands_without_weights_and_without_runs_name_the_demo(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for args in (["infer", str(REPO / "recipes" / "data" / "coco8" / "images")], ["eval"]):
+        code, out = _run(args)
+        assert code != 0 and "odet train recipes/demo.yaml" in out and "Traceback" not in out

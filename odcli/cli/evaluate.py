@@ -56,7 +56,9 @@ def _stats_path(detections: Path) -> Path:
 
 @user_errors
 def evaluate(
-    target: str = typer.Argument(..., help="Recipe (.yaml/.yml/.toml) or odet checkpoint (.safetensors)."),
+    target: str | None = typer.Argument(
+        None, help="Recipe (.yaml/.toml) or odet checkpoint (.safetensors); default: the latest run's best."
+    ),
     weights: Path | None = typer.Option(
         None, "--weights", "-w", help="Weights to evaluate when TARGET is a recipe (.safetensors or .pth)."
     ),
@@ -92,6 +94,11 @@ def evaluate(
     from odcli.weights import load_weights
     from odcli.zoo import build_from_config
 
+    if target is None:
+        from odcli.engine.run_dir import default_weights
+
+        target = str(default_weights())
+        console.print(f"evaluating the latest run's weights: {target}")
     overrides = list(set_ or [])
     path = Path(target).expanduser()
     if not path.is_file():
@@ -139,7 +146,13 @@ def evaluate(
         )
     ann_file = ann if ann is not None else recipe.data_root / recipe.data.val_ann
     image_dir = images if images is not None else recipe.data_root / recipe.data.val_images
-    if not ann_file.is_file():
+    # YOLO folders (data.format: yolo) have a labels folder instead of an annotation file.
+    yolo = ann is None and recipe.data.format == "yolo"
+    if yolo and image_dir.is_dir():
+        from odcli.data.yolo import labels_dir_for
+
+        ann_file = labels_dir_for(image_dir)
+    if not yolo and not ann_file.is_file():
         how = (
             "check --ann" if ann is not None else "use --set data.root=DIR, --set data.val_ann=FILE or --ann"
         )
@@ -174,7 +187,12 @@ def evaluate(
     load_weights(model, weights)
     model = optimize_for_inference(model.to(torch_device).eval())
 
-    dataset = CocoDetection(ann_file=ann_file, image_dir=image_dir, transforms=eval_transforms(model))
+    if yolo:
+        from odcli.data.yolo import YoloDetection
+
+        dataset = YoloDetection(image_dir=image_dir, root=recipe.data_root, transforms=eval_transforms(model))
+    else:
+        dataset = CocoDetection(ann_file=ann_file, image_dir=image_dir, transforms=eval_transforms(model))
     n_eval = len(dataset) if max_images is None else min(max_images, len(dataset))
     # A missing file would otherwise surface minutes in, from inside a loader worker.
     missing = [p for p in (dataset.image_path(i) for i in range(n_eval)) if not p.is_file()]

@@ -80,8 +80,8 @@ def infer(
     source: str | None = typer.Argument(
         None, help="Image file, directory, glob ('imgs/*.jpg'), video file, cam0…, or rtsp/http URL."
     ),
-    weights: Path = typer.Option(
-        ..., "--weights", "-w", help="odet .safetensors or upstream .pth checkpoint."
+    weights: Path | None = typer.Option(
+        None, "--weights", "-w", help="odet .safetensors or upstream .pth (default: latest run's best)."
     ),
     arch: str | None = typer.Option(
         None, "--arch", help="Model name for upstream .pth weights, e.g. rtmdet_tiny."
@@ -105,7 +105,12 @@ def infer(
     Images → OUT/<name> + OUT/detections.json. Video, cameras, streams → OUT/<name>.mp4 +
     OUT/<name>.jsonl (one line per processed frame).
     """
+    from odcli.engine.run_dir import default_weights
     from odcli.sources import is_video_source
+
+    if weights is None:
+        weights = default_weights()
+        console.print(f"using the latest run's weights: {weights}")
 
     if video is None and source is not None and is_video_source(source):
         video = source

@@ -38,6 +38,24 @@ def record_latest(recipe: Recipe, run_dir: Path) -> None:
     )
 
 
+def default_weights(root: Path = Path("runs")) -> Path:
+    """The best checkpoint of the most recent ``odet train`` run (for commands given no weights).
+
+    Raises:
+        OdetError: no run has been recorded under ``root`` (names the demo training command).
+    """
+    from odcli.errors import OdetError
+
+    run = latest_run(root)
+    for name in ("best.safetensors", "last.safetensors"):
+        if run is not None and (run / name).is_file():
+            return run / name
+    raise OdetError(
+        f"no --weights given and no training run found under {root}/; "
+        "train one first with: odet train recipes/demo.yaml"
+    )
+
+
 def latest_run(root: Path = Path("runs")) -> Path | None:
     """The run directory recorded by the last ``odet train`` under ``root``, if it still exists."""
     try:
