@@ -10,6 +10,7 @@ so boxes and pixels moved together in both directions.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -479,9 +480,25 @@ SMALL = [
 ]  # fmt: skip
 
 
-def test_training_switches_pipeline_in_persistent_workers(tmp_path: Path) -> None:
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """A single intra-op thread for the duration of a test: on a small, shared CPU two spinning OpenMP
+    threads can make a tiny model's training step many times slower than one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_training_switches_pipeline_in_persistent_workers_on_yolo_data(yolo8: Path, tmp_path: Path) -> None:
+    """Strong → weak inside 2 persistent workers, on YOLO-format data (train, in-training eval, eval)."""
+    yolo = [
+        "--set", "data.format=yolo", "--set", f"data.root={yolo8}",
+        "--set", "data.train_images=images/train", "--set", "data.val_images=images/train",
+    ]  # fmt: skip
     args = [
-        "train", str(DEMO), *SMALL,
+        "train", str(DEMO), *SMALL, *yolo,
         "--set", "data.num_workers=2", "--set", "data.persistent_workers=true",
         "--set", "model.nms_pre=200", "--set", "train.epochs=2", "--set", "train.switch_epoch=1",
         "--set", "train.warmup_iters=2", "--set", "train.cosine_start_epoch=1",
@@ -493,6 +510,12 @@ def test_training_switches_pipeline_in_persistent_workers(tmp_path: Path) -> Non
     records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert {r["epoch"] for r in records if "loss" in r} == {1, 2}  # kept training after the switch
     assert all(np.isfinite(r["loss"]) for r in records if "loss" in r)
+    assert any("mAP" in r for r in records)  # evaluated on the YOLO validation folder
+
+    out = tmp_path / "eval" / "detections.json"
+    result = CliRunner().invoke(app, ["eval", str(tmp_path / "run" / "best.safetensors"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.with_name("metrics.json").read_text())["ann_file"].endswith("labels/train")
 
 
 # --------------------------------------------------------------------------------------------------

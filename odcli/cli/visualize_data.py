@@ -117,5 +117,6 @@ def visualize_data(
         raise OdetError(f"cannot write {path}; choose another --out")
     console.print(
         f"{num} {chosen}-stage samples ({n_boxes} boxes, {len(dataset.classes)} classes) of "
-        f"{cfg.data.train_pipeline} → {path}"
+        f"{cfg.data.train_pipeline} → {path}",
+        soft_wrap=True,
     )

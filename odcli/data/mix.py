@@ -403,7 +403,8 @@ class CachedMixUp:
         canvas[:fit_h, :fit_w] = _resized(p_img, fit_w, fit_h)
         canvas = _resized(canvas, max(1, int(scale_w * jitter)), max(1, int(scale_h * jitter)))
         if flip:
-            canvas = canvas[:, ::-1]  # a view: copied once below, by the blend
+            # A contiguous copy (cv2.flip): blending through a reversed-stride view is ~20× slower.
+            canvas = cv2.flip(canvas, 1)
         origin_h, origin_w = canvas.shape[:2]
         target_h, target_w = sample["img"].shape[:2]
         if origin_h < target_h or origin_w < target_w:

@@ -245,7 +245,15 @@ class Trainer:
         """
         pipeline = self.train_set.transforms
         switch = self.recipe.train.switch_epoch
-        if switch is None or not isinstance(pipeline, StagedPipeline) or len(pipeline) < 2:
+        if switch is None:
+            return
+        if not isinstance(pipeline, StagedPipeline) or len(pipeline) < 2:
+            if self.main and not getattr(self, "_switch_noted", False):
+                self._switch_noted = True
+                self.console.print(
+                    f"note: train.switch_epoch={switch} has no effect: data.train_pipeline "
+                    f"{self.recipe.data.train_pipeline!r} has a single stage (rtmdet_strong has two)"
+                )
             return
         wanted = pipeline.names[1] if epoch >= switch else pipeline.names[0]
         if pipeline.stage != wanted:
