@@ -36,6 +36,7 @@ from torch import nn
 from odcli.assigners.atss import ATSSAssigner
 from odcli.assigners.result import AssignResult
 from odcli.assigners.task_aligned import TaskAlignedAssigner
+from odcli.assigners.view import PriorView
 from odcli.boxes import aligned_giou_eps_added
 from odcli.engine.distributed import all_reduce_mean
 from odcli.losses.distribution_focal import distribution_focal_loss
@@ -320,6 +321,25 @@ class PPYOLOEHead(nn.Module):
             "loss_dfl": loss_dfl,
             "loss_l1": loss_l1,
         }
+
+    @torch.no_grad()
+    def prior_view(self, cls_logits: list[torch.Tensor], reg_dists: list[torch.Tensor]) -> PriorView:
+        """Cell-centre points and predictions of the first image (pixels), for any assigner."""
+        levels = list(range(len(self.strides)))
+        logits, dist_logits, points, strides, counts = self._flatten(
+            [c[:1] for c in cls_logits], [d[:1] for d in reg_dists], levels
+        )
+        boxes = self._decode(points, self._expected_distance(dist_logits)) * strides
+        return PriorView(
+            centers=points * strides,
+            strides=strides[:, 0],
+            levels=torch.cat([torch.full((n,), i, dtype=torch.long) for i, n in enumerate(counts)]),
+            level_sizes=[tuple(c.shape[-2:]) for c in cls_logits],
+            per_location=1,
+            anchors=None,
+            logits=logits,
+            boxes=boxes,
+        )
 
     # ----------------------------------------------------------------------------------- predict
     @torch.no_grad()
