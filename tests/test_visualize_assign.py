@@ -49,14 +49,15 @@ def test_maxiou_positives_equal_the_assigner(tmp_path: Path) -> None:
         assert counts == np.bincount(level_of[maxiou["positive_priors"][g]], minlength=len(sizes)).tolist()
 
 
-def test_explicit_boxes_and_one_assigner(tmp_path: Path) -> None:
+@pytest.mark.parametrize("arch", ["rtmdet_tiny", "ppyoloe_s"])
+def test_explicit_boxes_and_one_assigner(tmp_path: Path, arch: str) -> None:
     image = tmp_path / "pic.jpg"
     shutil.copy(require(IMAGE), image)
     args = [
         "visualize-assign",
         str(image),
         "--arch",
-        "rtmdet_tiny",
+        arch,
         "--boxes",
         "10,20,300,400,bowl;320,10,600,200,45",
     ]
