@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 
 import odcli
-from odcli.models.fuse import fuse_conv_bn
+from odcli.models.fuse import compile_for_inference, fuse_conv_bn
 
 
 def timed(fn: Callable[[], object], iters: int, warmup: int = 3) -> float:
@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=640)
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--train-batch", type=int, default=4)
+    parser.add_argument("--compile", action="store_true", help="also time a torch.compile'd model (~30 s)")
     args = parser.parse_args()
     torch.manual_seed(0)
 
@@ -60,6 +61,15 @@ def main() -> None:
         rows.append(
             ("predict, fused + channels_last", timed(lambda: fused_cl.predict(image_cl, metas), args.iters))
         )
+        if args.compile:
+            compiled = compile_for_inference(
+                fuse_conv_bn(odcli.build_detector(args.arch).eval()).to(memory_format=torch.channels_last)
+            )
+            start = time.perf_counter()
+            compiled(image_cl)
+            print(f"(torch.compile took {time.perf_counter() - start:.0f} s)")
+            ms = timed(lambda: compiled(image_cl), args.iters)
+            rows.append(("model, fused + channels_last + compile", ms))
     baseline = rows[0][1]
     for name, ms in rows:
         print(f"{name:<44} {ms:8.1f} ms   ×{baseline / ms:4.2f} vs baseline")

@@ -94,11 +94,10 @@ def infer(
     batch_size: int = typer.Option(4, "--batch-size", "-b", help="Images per forward pass."),
     video: str | None = typer.Option(None, "--video", help="Video file, camera (cam0, cam1…) or stream URL."),
     stride: int = typer.Option(1, "--stride", help="Video: process every N-th frame."),
-    buffer: bool = typer.Option(
-        False, "--buffer", help="Camera/stream: every frame, not the newest."
-    ),
+    buffer: bool = typer.Option(False, "--buffer", help="Camera/stream: every frame, not the newest."),
     show: bool = typer.Option(False, "--show", help="Video: also show the annotated frames in a window."),
     max_frames: int | None = typer.Option(None, "--max-frames", help="Video: stop after this many frames."),
+    compile_: bool = typer.Option(False, "--compile", help="torch.compile the model (~30 s start, faster)."),
 ) -> None:
     """Detect objects in images or video; write annotated copies and machine-readable detections.
 
@@ -119,7 +118,7 @@ def infer(
 
         infer_video(
             video, weights=weights, arch=arch, out=out, score_thr=score_thr, device=device,
-            stride=stride, buffered=buffer, show=show, max_frames=max_frames,
+            stride=stride, buffered=buffer, show=show, max_frames=max_frames, compile_model=compile_,
         )  # fmt: skip
         return
     if source is None:
@@ -138,6 +137,10 @@ def infer(
     paths = collect_images(source)
     _prepare_out_dir(out, paths)
     loaded = load_model(weights, arch=arch, device=device)
+    if compile_:
+        from odcli.models.fuse import compile_for_inference
+
+        compile_for_inference(loaded.model)
     # The predictor keeps everything the model returns; the >= threshold is applied here.
     predictor = Predictor(loaded.model, score_thr=0.0)
     classes, cat_ids = loaded.classes, loaded.cat_ids

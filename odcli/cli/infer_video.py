@@ -52,6 +52,7 @@ def infer_video(
     buffered: bool,
     show: bool,
     max_frames: int | None,
+    compile_model: bool = False,
 ) -> None:
     """Run a detector over a frame source; see the module docstring for the outputs."""
     import cv2
@@ -63,6 +64,10 @@ def infer_video(
     spec = parse_source(source)
     ensure_output_dir(out)
     loaded = load_model(weights, arch=arch, device=device)
+    if compile_model:
+        from odcli.models.fuse import compile_for_inference
+
+        compile_for_inference(loaded.model)
     predictor = Predictor(loaded.model)
     classes, cat_ids = loaded.classes, loaded.cat_ids
     video_path = out / f"{spec.name}.mp4"

@@ -49,6 +49,7 @@ def profile(
     dtype: str = typer.Option("fp32", "--dtype", help="fp32, or fp16 (CUDA only)."),
     iters: int = typer.Option(10, "--iters", help="Timed repetitions per measurement (median)."),
     optimize: bool = typer.Option(True, "--optimize/--no-optimize", help="Fold BN + channels-last first."),
+    compile_: bool = typer.Option(False, "--compile", help="Also torch.compile the forward (slow start)."),
     data: Path | None = typer.Option(None, "--data", help="Also time this recipe's training data pipeline."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the measurements to this JSON file."),
 ) -> None:
@@ -84,6 +85,10 @@ def profile(
         model = model.to(dev).eval()
         if optimize:
             model = optimize_for_inference(copy.deepcopy(model))
+        if compile_:
+            from odcli.models.fuse import compile_for_inference
+
+            model = compile_for_inference(model)
         if dtype == "fp16":
             model = model.half()
         spec = model.input_spec

@@ -73,3 +73,18 @@ def adopt_deployed_form(model: nn.Module, state: dict[str, torch.Tensor]) -> boo
         return False
     reparameterize(model)
     return True
+
+
+def compile_for_inference(model: nn.Module) -> nn.Module:
+    """Compile ``model.forward`` with TorchInductor, weights frozen as constants (inference only).
+
+    Inductor fuses the SiLU activations into the convolutions that eager mode runs separately
+    (a quarter of RTMDet's CPU time): ~1.3× faster forward on CPU for a one-off compile of ~30 s,
+    worth it for videos, folders and benchmarks. Needs a C++ compiler on CPU. Call after
+    :func:`optimize_for_inference`; the first forward triggers the compilation.
+    """
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = True  # weights become constants, which lets conv + SiLU fuse
+    model.forward = torch.compile(model.forward, dynamic=False)  # type: ignore[method-assign]
+    return model
