@@ -65,6 +65,16 @@ class DataConfig:
     mosaic_prob: float = 1.0
     mixup_prob: float = 1.0  # RTMDet-tiny 0.5
     mixup_ratio_range: list[float] = field(default_factory=lambda: [1.0, 1.0])  # partner scale jitter
+    # PP-YOLOE (train_pipeline: ppyoloe), PaddleDetection's reader: RandomDistort → RandomExpand →
+    # RandomCrop (SSD-style, IoU-constrained) → RandomFlip(flip_prob), then BatchRandomResize: one square
+    # side per batch, ratio not kept. Defaults = upstream; see odcli/data/ppdet_transforms.py.
+    ppyoloe_target_sizes: list[int] = field(default_factory=lambda: list(range(320, 769, 32)))  # pixels
+    ppyoloe_random_interp: bool = True  # cv2 nearest/linear/area/cubic/lanczos4 drawn per batch
+    ppyoloe_distort: bool = True  # RandomDistort: hue, saturation, contrast, brightness
+    ppyoloe_expand_prob: float = 0.5  # probability of RandomExpand (zoom-out onto a larger canvas)
+    ppyoloe_expand_ratio: float = 4.0  # largest canvas side / image side
+    ppyoloe_expand_fill: list[float] = field(default_factory=lambda: [123.675, 116.28, 103.53])  # RGB
+    ppyoloe_crop: bool = True  # RandomCrop
 
 
 @dataclass
@@ -98,12 +108,36 @@ class TrainConfig:
     log_interval: int = 10
     device: str = "auto"
     amp: bool = True
+    amp_dtype: str = "fp16"  # CUDA autocast type: fp16 (with a gradient scaler) or bf16 (none needed)
     seed: int = 0
     deterministic: bool = False
     output_dir: str = "runs"
     init_weights: str | None = None
     # first epoch (0-based count of epochs done) of a staged pipeline's second stage; None = never
     switch_epoch: int | None = None
+    # also write last.safetensors every this many iterations (0 = only per checkpoint_interval epochs)
+    checkpoint_every_iters: int = 0
+    sync_bn: bool = False  # multi-GPU: BatchNorm statistics over the global batch (SyncBatchNorm, CUDA)
+    freeze_bn: bool = False  # BatchNorm layers use and keep their running statistics (no batch stats)
+    dist_backend: str | None = None  # torchrun process group: nccl / gloo; None = nccl on CUDA, else gloo
+
+    def __post_init__(self) -> None:
+        # Values that would otherwise fail deep inside training (division by zero, empty schedule).
+        positive = ("epochs", "eval_interval", "checkpoint_interval", "log_interval", "base_batch_size")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise OdetError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_iters", "checkpoint_every_iters"):
+            if getattr(self, name) < 0:
+                raise OdetError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise OdetError(f"train.lr must be > 0, got {self.lr}")
+        if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
+            raise OdetError(f"train.clip_grad_norm must be > 0 or null, got {self.clip_grad_norm}")
+        if self.amp_dtype not in ("fp16", "bf16"):
+            raise OdetError(f"train.amp_dtype must be fp16 or bf16, got {self.amp_dtype!r}")
+        if self.dist_backend not in (None, "nccl", "gloo"):
+            raise OdetError(f"train.dist_backend must be nccl, gloo or null, got {self.dist_backend!r}")
 
 
 @dataclass

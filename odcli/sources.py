@@ -84,7 +84,14 @@ class FrameReader:
         self.spec = spec
         self.stride = stride
         self.max_frames = max_frames
-        self.capture = cv2.VideoCapture(spec.target)
+        # OpenCV logs its own warnings for a source it cannot open (one per backend it tries); the
+        # error below says it in one line, so they are silenced while opening.
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        try:
+            self.capture = cv2.VideoCapture(spec.target)
+        finally:
+            cv2.utils.logging.setLogLevel(level)
         if not self.capture.isOpened():
             problem = {
                 "camera": f"camera {spec.name} is not available",

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from odcli.errors import OdetError
 
@@ -22,7 +23,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def fail(message: str, code: int = 2) -> None:
     """Print ``error: message`` on one line to stderr and exit with ``code``."""
-    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True, markup=True, emoji=False)
+    # Escaped: messages quote user text and say things like "[x, y, width, height]", not markup.
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, markup=True, emoji=False)
     raise typer.Exit(code)
 
 
@@ -40,6 +42,22 @@ def ensure_output_dir(directory: Path) -> None:
         raise OdetError(f"output directory {directory} is not writable; choose another with --out")
 
 
+def check_output_location(directory: Path, fix: str) -> None:
+    """Fail now, with one line, when ``directory`` cannot be created or written; creates nothing.
+
+    Args:
+        directory: where a command will write (it may not exist yet).
+        fix: the advice appended to the message, e.g. "choose another --run-dir".
+    """
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OdetError(f"cannot create {directory}: {existing} is a file, not a directory; {fix}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OdetError(f"{existing} is not writable, so {directory} cannot be written; {fix}")
+
+
 def user_errors(func: F) -> F:
     """Decorator: :class:`OdetError` (and a few OS errors users cause) → one line, exit ≠ 0.
 
@@ -51,7 +69,11 @@ def user_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except OdetError as exc:
-            fail(str(exc).replace("\n", " "), exc.exit_code)
+            message = str(exc).replace("\n", " ")
+            rank = os.environ.get("RANK", "0")
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1 and rank != "0":
+                message = f"[rank {rank}] {message}"  # under torchrun: which process said it
+            fail(message, exc.exit_code)
         except PermissionError as exc:
             fail(f"permission denied: {exc.filename} (choose a writable location)")
         except KeyboardInterrupt:

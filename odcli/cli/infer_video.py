@@ -10,7 +10,7 @@ from typing import Any
 from rich.live import Live
 from rich.text import Text
 
-from odcli.cli.common import console, ensure_output_dir
+from odcli.cli.common import check_output_location, console, ensure_output_dir
 from odcli.errors import OdetError
 
 
@@ -62,7 +62,8 @@ def infer_video(
     from odcli.viz.draw import draw_detections
 
     spec = parse_source(source)
-    ensure_output_dir(out)
+    # Checked now, created once the source is open: a camera that is not there leaves no folder.
+    check_output_location(out, "choose another --out")
     loaded = load_model(weights, arch=arch, device=device)
     if compile_model:
         from odcli.models.fuse import compile_for_inference
@@ -77,6 +78,7 @@ def infer_video(
     start = time.perf_counter()
     fps_smoothed = 0.0
     with FrameReader(spec, stride=stride, buffered=buffered, max_frames=max_frames) as reader:
+        ensure_output_dir(out)
         out_fps = reader.fps / stride if spec.kind == "video" else reader.fps
         # Write to temporary names and rename at the end: an interrupted run leaves no half file
         # under the final name.

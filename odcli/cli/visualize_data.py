@@ -89,7 +89,9 @@ def visualize_data(
     grid = np.full((rows * (tile + gap) + gap, cols * (tile + gap) + gap, 3), 255, dtype=np.uint8)
     n_boxes = 0
     for k, s in enumerate(samples):
-        img, boxes = s["img"], np.asarray(s["boxes"], dtype=np.float64).reshape(-1, 4)
+        # PP-YOLOE's colour distortion leaves float pixels (upstream does too); show them as uint8.
+        img = np.clip(np.rint(s["img"]), 0, 255).astype(np.uint8) if s["img"].dtype != np.uint8 else s["img"]
+        boxes = np.asarray(s["boxes"], dtype=np.float64).reshape(-1, 4)
         h, w = img.shape[:2]
         f = tile / max(h, w)
         small = cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)

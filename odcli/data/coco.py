@@ -175,6 +175,17 @@ class CocoDetection(Dataset):
             imgs = self.coco.imgs
             keep_ids = [i for i in keep_ids if min(imgs[i]["width"], imgs[i]["height"]) >= min_size]
         if not keep_ids:
+            anns = data["annotations"]
+            if filter_empty and not anns:
+                raise OdetError(
+                    f"annotation file has no annotations: {self.ann_file} (training needs boxes; "
+                    "export the instances file with its annotations, or set data.filter_empty=false)"
+                )
+            if filter_empty and not any(int(a["category_id"]) in self.cat_id_to_label for a in anns):
+                raise OdetError(
+                    f"no annotation in {self.ann_file} uses a category listed in its 'categories' "
+                    f"(ids {sorted(self.cat_id_to_label)[:8]}); fix the category_id values or the categories"
+                )
             raise OdetError(
                 f"no images left in {self.ann_file} after filtering "
                 f"(filter_empty={filter_empty}, min_size={min_size}); relax the data filters"
@@ -233,6 +244,11 @@ class CocoDetection(Dataset):
 
     def __len__(self) -> int:
         return len(self.image_ids)
+
+    @property
+    def num_boxes(self) -> int:
+        """Boxes kept as training targets over all images (degenerate and crowd boxes excluded)."""
+        return int(self._offsets[-1])
 
     def _index(self, i: int) -> int:
         """Normalise a possibly negative index; IndexError when out of range."""

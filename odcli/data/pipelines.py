@@ -80,24 +80,38 @@ def _retinanet(data: Any, spec: Any) -> Compose:
 
 
 def _ppyoloe(data: Any, spec: Any) -> Compose:
-    """PP-YOLOE, approximated: resize each image to a random square ``img_scale × U(resize_ratio_range)``
-    without keeping its ratio → HSV jitter (if ``data.hsv``) → RandomFlip. No pad here: the collate
-    pads a batch to its largest image and ``prepare_batch`` zeroes the padding after normalising
-    (= the mean colour, like upstream's RandomExpand fill).
-
-    Upstream differs (exact augmentation is a later issue): RandomDistort (brightness, contrast,
-    saturation, hue, each with probability 0.5) instead of HSV jitter; RandomExpand (canvas up to
-    4× filled with the mean) and an IoU-constrained RandomCrop before the resize; BatchRandomResize
-    picks one size per *batch* from 320…768 in steps of 32 with a random cv2 interpolation, where this
-    draws a continuous size per *image* and resizes bilinearly.
+    """PP-YOLOE / PP-YOLOE+, as PaddleDetection's ``ppyoloe_reader.yml``: per sample RandomDistort (if
+    ``data.ppyoloe_distort``) → RandomExpand (``ppyoloe_expand_prob``, ``_ratio``, ``_fill``) →
+    RandomCrop (if ``ppyoloe_crop``) → RandomFlip(``flip_prob``); then, per batch, the Compose's
+    ``batch_transform`` — BatchRandomResize to one of ``ppyoloe_target_sizes`` (square, ratio not kept,
+    random cv2 interpolation if ``ppyoloe_random_interp``) — which the trainer hands to the loader.
+    Normalisation is the model's (``prepare_batch``); images stay float32 as upstream's.
     """
-    steps: list[Transform] = [
-        RandomResize(tuple(data.img_scale), ratio_range=tuple(data.resize_ratio_range), keep_ratio=False)
-    ]
-    if data.hsv:
-        steps.append(YOLOXHSVRandomAug())
-    steps.append(RandomFlip(data.flip_prob))
-    return Compose(steps)
+    from odcli.data import ppdet_transforms as ppdet
+
+    steps: list[Transform] = []
+    if data.ppyoloe_distort:
+        steps.append(ppdet.RandomDistort())
+    if data.ppyoloe_expand_prob != 0:  # a value outside [0, 1] reaches RandomExpand, which rejects it
+        steps.append(
+            ppdet.RandomExpand(
+                ratio=data.ppyoloe_expand_ratio,
+                prob=data.ppyoloe_expand_prob,
+                fill_value=tuple(data.ppyoloe_expand_fill),
+            )
+        )
+    if data.ppyoloe_crop:
+        steps.append(ppdet.RandomCrop())
+    steps += [RandomFlip(data.flip_prob), ppdet.DrawBatchSeed()]
+    pipeline = Compose(steps)
+    # Read by the trainer (getattr(transforms, "batch_transform", None)) and passed to the loader.
+    pipeline.batch_transform = ppdet.BatchRandomResize(  # type: ignore[attr-defined]
+        data.ppyoloe_target_sizes,
+        random_size=True,
+        random_interp=data.ppyoloe_random_interp,
+        keep_ratio=False,
+    )
+    return pipeline
 
 
 TRAIN_PIPELINES: dict[str, Callable[[Any, Any], Transform]] = {

@@ -22,6 +22,10 @@ The meta dict (JSON, written by the trainer) conventionally holds::
     "cat_ids":     COCO category id of each label (for writing COCO results)
     "best_metric": {"name": "mAP", "value": float, "epoch": int} or null
     "schedule":    schedule.state_dict(), "seed", "torch_version", ... as the trainer likes
+    (``last.safetensors`` also: "iters_per_epoch", "world_size", "total_batch", "scaler" (GradScaler
+    state or null), "epoch_sums"/"epoch_count" (the running epoch's loss sums) and "rng" (per rank,
+    the scalar parts of the NumPy/Python RNG states; the rest are ``extra.rng.<rank>.*`` tensors,
+    see :mod:`odcli.engine.rng_state`))
 
 Non-tensor parts of the optimiser state (param_groups with lr, betas, weight decay, ...; python
 numbers inside per-parameter state) are kept in the same JSON under the reserved key

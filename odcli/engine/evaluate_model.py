@@ -8,7 +8,7 @@ pycocotools with MMDetection's settings (:mod:`odcli.engine.evaluate`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -18,9 +18,9 @@ from torch.utils.data import Subset
 
 from odcli.data.coco import CocoDetection
 from odcli.data.loader import build_loader, prepare_batch
+from odcli.data.loader import iterate_batches as _batches
 from odcli.data.transforms import Compose, build_test_transforms
 from odcli.engine.evaluate import EvalResult, detections_to_coco, evaluate_coco
-from odcli.errors import OdetError
 from odcli.models.detector import Detector
 
 __all__ = ["eval_transforms", "run_coco_eval"]
@@ -36,27 +36,6 @@ def eval_transforms(model: Detector) -> Compose:
         keep_ratio=spec.keep_ratio,
         interpolation=spec.interpolation,
     )
-
-
-def _batches(loader: Iterable[Any]) -> Iterator[Any]:
-    """Iterate ``loader``, turning a user error raised inside a worker back into a one-line error.
-
-    PyTorch re-raises a worker's exception with the worker's whole traceback as its message; the
-    original one-line message is the last line of that text.
-    """
-    it = iter(loader)
-    while True:
-        try:
-            batch = next(it)
-        except StopIteration:
-            return
-        except OdetError as exc:
-            text = str(exc)
-            if "Traceback" not in text:
-                raise
-            last = text.strip().splitlines()[-1]
-            raise OdetError(last.partition("OdetError: ")[2] or last) from None
-        yield batch
 
 
 @torch.no_grad()
