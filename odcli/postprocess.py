@@ -34,14 +34,18 @@ def select_topk(
 
     One prior can contribute several (prior, class) pairs. Returns (scores (K,), labels (K,),
     prior indices (K,)), best first.
+
+    Upstream thresholds first and then sorts every surviving pair; the same ``k`` best come out of
+    one partial ``topk`` over all pairs followed by the threshold. That skips compacting and
+    sorting up to N·C pairs — an untrained or low-threshold model keeps all of them (RTMDet at 640:
+    512,000 per level, ~17 ms of sorting per image on 2 CPU cores).
     """
-    keep = scores > score_thr
-    kept_scores = scores[keep]
-    idx = keep.nonzero()
-    kept_scores, order = kept_scores.sort(descending=True)
-    order = order[:k]
-    idx = idx[order]
-    return kept_scores[:k], idx[:, 1], idx[:, 0]
+    flat = scores.reshape(-1)
+    top, pos = flat.topk(min(k, flat.numel()))  # sorted, best first
+    keep = top > score_thr
+    top, pos = top[keep], pos[keep]
+    num_classes = scores.shape[1]
+    return top, pos % num_classes, torch.div(pos, num_classes, rounding_mode="floor")
 
 
 def rescale_boxes(boxes: torch.Tensor, scale_factor: tuple[float, float]) -> torch.Tensor:

@@ -508,7 +508,8 @@ class Trainer:
                 )
 
     def _agree(self, nonfinite: bool) -> tuple[bool, bool]:
-        """(any rank's loss non-finite, any rank asked to stop): one tiny all-reduce per step."""
+        """(any rank's loss non-finite, any rank asked to stop): a tiny all-reduce, called by every rank
+        twice per step (before the forward pass for the stop, after it for the loss)."""
         if self.world == 1:
             return nonfinite, self._stop_signal is not None
         flags = torch.tensor([float(nonfinite), float(self._stop_signal is not None)], device=self.device)
@@ -521,11 +522,15 @@ class Trainer:
         """One optimisation step on a collated batch (uint8; float32 after PP-YOLOE colour distortion).
 
         Each target also receives its image's ``pad_shape`` (heads with anchors train only on
-        anchors inside it). Returns None, without stepping, when a stop was requested (on any rank).
+        anchors inside it). Returns None, touching nothing, when a stop was requested (on any rank)
+        before the step began; a stop requested during the step takes effect after it, because the
+        forward pass has already moved the BatchNorm running statistics.
 
         Raises:
             OdetError: the loss is not finite (the NaN guard has saved the batch's ids and the state).
         """
+        if self._agree(False)[1]:
+            return None
         self.schedule.apply(self.optimizer, self.iter)
         batch = prepare_batch(images, metas, self.model.input_spec, self.device)
         targets = [
@@ -540,11 +545,9 @@ class Trainer:
         # next to the unweighted components) is trained on that; otherwise the components add up.
         total = losses["loss"] if "loss" in losses else sum(losses.values())
         finite = bool(torch.isfinite(total))
-        nonfinite, stop = self._agree(not finite)
+        nonfinite, _ = self._agree(not finite)
         if nonfinite:
             self._nan_guard(losses, metas, not finite)
-        if stop:
-            return None
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         if self.recipe.train.clip_grad_norm:
@@ -779,7 +782,7 @@ class Trainer:
                 break
             except _StopRequested:
                 if self.world > 1:
-                    self._agree(False)  # meet the other ranks' per-step all-reduce, which stops them
+                    self._agree(False)  # meet the other ranks' pre-step all-reduce, which stops them
                 return False
             wait = time.perf_counter() - t_data
             data_time = 0.9 * data_time + 0.1 * wait if step else wait
