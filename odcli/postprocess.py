@@ -45,7 +45,7 @@ def select_topk(
     keep = top > score_thr
     top, pos = top[keep], pos[keep]
     num_classes = scores.shape[1]
-    return top, pos % num_classes, torch.div(pos, num_classes, rounding_mode="floor")
+    return top, pos % num_classes, pos // num_classes
 
 
 def rescale_boxes(boxes: torch.Tensor, scale_factor: tuple[float, float]) -> torch.Tensor:

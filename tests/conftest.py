@@ -15,6 +15,23 @@ PPDET_REF = REFERENCE / "ppdet"
 COCO128 = SHARED / "data" / "coco128"
 
 
+DEMO = REPO / "recipes" / "demo.yaml"
+
+
+def small_demo_args(size: int = 64, batch_size: int = 2, nms_pre: int = 100) -> list[str]:
+    """``--set`` arguments that shrink ``recipes/demo.yaml`` to a seconds-long CLI run: ``size`` px
+    images, ``batch_size`` images per step, data loaded in the main process, ``nms_pre`` pairs per level."""
+    settings = [
+        f"model.test_scale=[{size}, {size}]",
+        f"data.img_scale=[{size}, {size}]",
+        f"data.crop_size=[{size}, {size}]",
+        f"data.batch_size={batch_size}",
+        "data.num_workers=0",
+        f"model.nms_pre={nms_pre}",
+    ]
+    return [arg for setting in settings for arg in ("--set", setting)]
+
+
 def require(path: Path) -> Path:
     """Skip the calling test when a shared fixture is absent (e.g. a clone without ../shared)."""
     if not path.exists():

@@ -17,17 +17,12 @@ import pytest
 from typer.testing import CliRunner
 
 from odcli.cli.main import app
+from tests.conftest import DEMO, small_demo_args
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "recipes" / "demo.yaml"
 COCO8 = REPO / "recipes" / "data" / "coco8"
 FAST = [
-    "--set", "model.test_scale=[64, 64]",
-    "--set", "data.img_scale=[64, 64]",
-    "--set", "data.crop_size=[64, 64]",
-    "--set", "data.batch_size=2",
-    "--set", "data.num_workers=0",
-    "--set", "model.nms_pre=100",
+    *small_demo_args(),
     "--set", "train.epochs=1",
     "--set", "train.warmup_iters=0",
 ]  # fmt: skip

@@ -18,20 +18,14 @@ import torch
 
 from odcli.data.loader import ShardedBatchSampler
 from odcli.engine.checkpoint import load_checkpoint, read_meta
+from tests.conftest import DEMO, small_demo_args
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "recipes" / "demo.yaml"
 ITERS_PER_EPOCH = 4  # 8 images, batch 2
 EPOCHS = 4  # 16 iterations: room to stop the runs mid-epoch even on a loaded machine
 # 64 px, one thread, deterministic kernels, checkpoint after every iteration; augmentation stays
 # on (its randomness is a function of (seed, epoch, position), which a resumed run reproduces).
 ARGS = [
-    "--set", "model.test_scale=[64, 64]",
-    "--set", "data.img_scale=[64, 64]",
-    "--set", "data.crop_size=[64, 64]",
-    "--set", "data.batch_size=2",
-    "--set", "data.num_workers=0",
-    "--set", "model.nms_pre=100",
+    *small_demo_args(),
     "--set", "train.warmup_iters=3",
     "--set", "train.cosine_start_epoch=1",
     "--set", f"train.epochs={EPOCHS}",

@@ -9,16 +9,11 @@ from typer.testing import CliRunner
 
 from odcli.cli.main import app
 from odcli.engine.checkpoint import load_checkpoint, read_meta
+from tests.conftest import DEMO, small_demo_args
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "recipes" / "demo.yaml"
 FAST = [
-    "--set", "model.test_scale=[128, 128]",
-    "--set", "data.img_scale=[128, 128]",
-    "--set", "data.crop_size=[128, 128]",
-    "--set", "data.batch_size=4",
-    "--set", "data.num_workers=0",
-    "--set", "model.nms_pre=200",
+    *small_demo_args(128, batch_size=4, nms_pre=200),
     "--set", "train.warmup_iters=2",
     "--set", "train.cosine_start_epoch=1",
     "--set", "train.eval_interval=2",

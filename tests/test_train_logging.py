@@ -13,16 +13,10 @@ from typer.testing import CliRunner
 from odcli.cli.main import app
 from odcli.engine.checkpoint import read_meta
 from odcli.engine.metrics_log import MetricsLogger
+from tests.conftest import DEMO, small_demo_args
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "recipes" / "demo.yaml"
 FAST = [
-    "--set", "model.test_scale=[64, 64]",
-    "--set", "data.img_scale=[64, 64]",
-    "--set", "data.crop_size=[64, 64]",
-    "--set", "data.batch_size=2",
-    "--set", "data.num_workers=0",
-    "--set", "model.nms_pre=100",
+    *small_demo_args(),
     "--set", "train.warmup_iters=2",
     "--set", "train.cosine_start_epoch=1",
     "--set", "train.eval_interval=100",
