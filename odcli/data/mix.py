@@ -163,7 +163,57 @@ def _fill_around(
     canvas[hy1:hy2, hx2:rx2] = value
 
 
-class CachedMosaic:
+class _CachedMixing:
+    """What CachedMosaic and CachedMixUp share: the sample cache, or the partner loader that replaces
+    it with ``use_cache=False``. Subclasses call :meth:`_setup_partners` from ``__init__``."""
+
+    name: str  # "Mosaic" / "MixUp", for messages
+    min_cached: int  # smallest allowed cache
+    warm_size: int  # the incoming sample passes through while the cache holds this many or fewer
+
+    def _setup_partners(
+        self, max_cached_images: int, random_pop: bool, use_cache: bool, partner_source: PartnerSource | None
+    ) -> None:
+        if max_cached_images < self.min_cached:
+            raise OdetError(
+                f"{self.name.lower()} cache size must be >= {self.min_cached} images, got {max_cached_images}"
+            )
+        self.use_cache = bool(use_cache)
+        if not self.use_cache and partner_source is None:
+            raise OdetError(
+                f"Cached{self.name}(use_cache=False) needs a partner_source to load partner images"
+            )
+        self.partner_source = partner_source
+        self.cache = SampleCache(max_cached_images, random_pop)
+
+    @property
+    def max_cached_images(self) -> int:
+        return self.cache.max_size
+
+    @property
+    def random_pop(self) -> bool:
+        return self.cache.random_pop
+
+    def clear_cache(self) -> None:
+        """Empty the cache (the pipeline switch calls it once this stage is no longer used)."""
+        self.cache.clear()
+
+    def _admit(self, sample: Sample, rng: np.random.Generator) -> bool:
+        """Cache ``sample``; False while the cache is still too cold to mix (upstream passes it through)."""
+        if not self.use_cache:
+            return True
+        self.cache.add(sample, rng)
+        return len(self.cache) > self.warm_size
+
+    def _draw_partner(self, rng: np.random.Generator) -> Sample:
+        """One random partner: from the cache (with replacement), or loaded by ``partner_source``."""
+        if self.use_cache:
+            return self.cache.pick(rng)
+        assert self.partner_source is not None
+        return self.partner_source(rng)
+
+
+class CachedMosaic(_CachedMixing):
     """Four images around a random centre of a 2 × ``img_scale`` canvas (upstream ``CachedMosaic``).
 
     Tiles: the incoming sample (top-left) and three partners, each keep-ratio resized to fit
@@ -177,6 +227,8 @@ class CachedMosaic:
     ``scale_factor`` = (1, 1) — the mosaic is a new image; ``image_id`` / ``file_name`` stay those of
     the incoming sample.
     """
+
+    name, min_cached, warm_size = "Mosaic", 4, 4
 
     def __init__(
         self,
@@ -206,40 +258,14 @@ class CachedMosaic:
         self.center_ratio_range = _check_range("mosaic center_ratio_range", center_ratio_range)
         self.pad_val = _check_pad(pad_val)
         self.prob = _check_prob("mosaic probability", prob)
-        if max_cached_images < 4:
-            raise OdetError(f"mosaic cache size must be >= 4 images, got {max_cached_images}")
-        self.use_cache = bool(use_cache)
-        if not self.use_cache and partner_source is None:
-            raise OdetError("CachedMosaic(use_cache=False) needs a partner_source to load partner images")
-        self.partner_source = partner_source
-        self.cache = SampleCache(max_cached_images, random_pop)
-
-    @property
-    def max_cached_images(self) -> int:
-        return self.cache.max_size
-
-    @property
-    def random_pop(self) -> bool:
-        return self.cache.random_pop
-
-    def clear_cache(self) -> None:
-        """Empty the cache (the pipeline switch calls it once this stage is no longer used)."""
-        self.cache.clear()
+        self._setup_partners(max_cached_images, random_pop, use_cache, partner_source)
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         """Cache ``sample`` and return a mosaic of it and three partners (or ``sample`` itself while the
         cache is cold or when the ``prob`` draw says so)."""
-        if self.use_cache:
-            self.cache.add(sample, rng)
-            if len(self.cache) <= 4:
-                return sample
-        if rng.random() > self.prob:
+        if not self._admit(sample, rng) or rng.random() > self.prob:
             return sample
-        if self.use_cache:
-            partners = [self.cache.pick(rng) for _ in range(3)]
-        else:
-            assert self.partner_source is not None
-            partners = [self.partner_source(rng) for _ in range(3)]
+        partners = [self._draw_partner(rng) for _ in range(3)]
         return self.combine([sample, *partners], rng)
 
     def combine(self, tiles: Sequence[Sample], rng: np.random.Generator) -> Sample:
@@ -291,7 +317,7 @@ class CachedMosaic:
         )
 
 
-class CachedMixUp:
+class CachedMixUp(_CachedMixing):
     """YOLOX-style MixUp with a partner from the cache (upstream ``CachedMixUp``).
 
     The partner (a cached sample with boxes: up to ``max_iters`` random draws) is keep-ratio resized
@@ -306,6 +332,8 @@ class CachedMixUp:
 
     Output: same size and metadata as the input; ``img`` is new, boxes/labels concatenated.
     """
+
+    name, min_cached, warm_size = "MixUp", 2, 1
 
     def __init__(
         self,
@@ -341,34 +369,12 @@ class CachedMixUp:
         self.pad_val = _check_pad(pad_val)
         self.max_iters = max(1, int(max_iters))
         self.prob = _check_prob("mixup probability", prob)
-        if max_cached_images < 2:
-            raise OdetError(f"mixup cache size must be >= 2 images, got {max_cached_images}")
-        self.use_cache = bool(use_cache)
-        if not self.use_cache and partner_source is None:
-            raise OdetError("CachedMixUp(use_cache=False) needs a partner_source to load partner images")
-        self.partner_source = partner_source
-        self.cache = SampleCache(max_cached_images, random_pop)
-
-    @property
-    def max_cached_images(self) -> int:
-        return self.cache.max_size
-
-    @property
-    def random_pop(self) -> bool:
-        return self.cache.random_pop
-
-    def clear_cache(self) -> None:
-        """Empty the cache (the pipeline switch calls it once this stage is no longer used)."""
-        self.cache.clear()
+        self._setup_partners(max_cached_images, random_pop, use_cache, partner_source)
 
     def _partner(self, rng: np.random.Generator) -> Sample:
         """Up to ``max_iters`` random partners until one has a box; the last one drawn otherwise."""
         for _ in range(self.max_iters):
-            if self.use_cache:
-                partner = self.cache.pick(rng)
-            else:
-                assert self.partner_source is not None
-                partner = self.partner_source(rng)
+            partner = self._draw_partner(rng)
             if len(partner["boxes"]):
                 break
         return partner
@@ -376,11 +382,7 @@ class CachedMixUp:
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         """Cache ``sample`` and return its blend with a partner (or ``sample`` itself while the cache
         is cold, when the ``prob`` draw says so, or when no partner with boxes was found)."""
-        if self.use_cache:
-            self.cache.add(sample, rng)
-            if len(self.cache) <= 1:
-                return sample
-        if rng.random() > self.prob:
+        if not self._admit(sample, rng) or rng.random() > self.prob:
             return sample
         partner = self._partner(rng)
         if not len(partner["boxes"]):
