@@ -46,9 +46,9 @@ class RTMDetSepBNHead(nn.Module):
         strides: the input levels' strides, ascending.
         exp_on_reg: apply ``exp`` to the regression output before scaling by the stride.
         reg_bias_init: initial bias of the regression convs (upstream: 0). With linear regression
-            (tiny, s) 0 makes the first boxes near-empty, so most priors inside a GT miss it and the
-            IoU-weighted GIoU loss gives them no gradient; 1.0 starts every box one stride from its
-            point on each side (what ``exp`` gives m/l/x at 0), so every such prior overlaps its GT.
+            (tiny, s) 0 makes the first boxes near-empty: positives overlap their GT by ~0.002 IoU,
+            which is also their GIoU loss weight, so boxes barely learn at first; 1.0 starts every
+            box one stride from its point on each side (what ``exp`` gives m/l/x at 0).
         assigner, cls_weight, bbox_weight, qfl_beta: training settings.
         nms: test-time post-processing settings.
     """
