@@ -56,6 +56,10 @@ def load_model(
     from odcli.zoo import build_detector, build_from_config
 
     path = Path(weights)
+    if path.is_dir():
+        found = [path / n for n in ("best.safetensors", "last.safetensors") if (path / n).is_file()]
+        hint = f"; did you mean {found[0]}?" if found else "; give the weights file inside it"
+        raise OdetError(f"weights path is a directory, not a file: {path}{hint}")
     if not path.is_file():
         raise OdetError(f"weights file not found: {path}")
     meta: dict[str, Any] = {}
@@ -68,13 +72,20 @@ def load_model(
         if recipe and "model" in recipe:
             model = build_from_config(recipe_from_dict(recipe).model)
         elif meta.get("arch") or arch:
-            model = build_detector(arch or meta["arch"], num_classes=len(meta.get("classes") or COCO_CLASSES))
+            model = build_detector(
+                meta.get("arch") or arch, num_classes=len(meta.get("classes") or COCO_CLASSES)
+            )
         else:
             raise OdetError(f"{path.name} does not say which architecture it holds; pass --arch")
     else:
         if not arch:
             raise OdetError(f"{path.name} is an upstream checkpoint: pass --arch (e.g. --arch rtmdet_tiny)")
         model = build_detector(arch, num_classes=len(COCO_CLASSES))
+    if arch and path.suffix == ".safetensors" and model.arch != arch:
+        # odet checkpoints say what they hold; a different --arch would otherwise be ignored silently.
+        raise OdetError(
+            f"{path.name} holds {model.arch}, not {arch}: drop --arch (it is only needed for upstream .pth)"
+        )
     if meta.get("deploy"):  # RepVGG re-parameterised weights (convert-weights --deploy): same form
         from odcli.models.fuse import reparameterize
 
@@ -148,6 +159,52 @@ class Predictor:
     def __call__(self, images: list[np.ndarray]) -> list[dict[str, torch.Tensor]]:
         """Detections for raw BGR images: ``boxes`` (K, 4) xyxy original pixels, ``scores``, ``labels``."""
         return self.predict_samples([self.prepare(img) for img in images])
+
+
+#: An image whose shorter side spans fewer than this many cells of the finest feature level holds
+#: less detail than the smallest object the detector was trained to find (at stride 8: 16 px); the
+#: test resize only interpolates it up, so whatever it "finds" there is noise.
+MIN_FINEST_CELLS = 2
+
+
+def finest_stride(model: Detector) -> int:
+    """The smallest stride (pixels per cell of the finest feature level) of ``model``'s head."""
+    return int(min(model.head.strides))
+
+
+def tiny_image_warning(height: int, width: int, stride: int, name: str) -> str | None:
+    """A one-line warning when an (height, width) image is too small for a model of finest ``stride``."""
+    limit = MIN_FINEST_CELLS * stride
+    if min(height, width) >= limit:
+        return None
+    return (
+        f"{name} is only {width}x{height} px, less than {MIN_FINEST_CELLS} cells of the model's finest "
+        f"stride ({stride} px): its detections are probably meaningless"
+    )
+
+
+def clip_to_image(det: dict[str, torch.Tensor], height: int, width: int) -> dict[str, torch.Tensor]:
+    """Detections with their boxes clipped to the original image, as ``odet infer`` shows them.
+
+    Upstream (and :class:`Predictor`, which reproduces it) clips boxes to the *padded* network input
+    before rescaling, so a box can reach past the real image (y2 = 618 on a 426 px high image).
+    Here x is clipped to ``[0, width]`` and y to ``[0, height]``; a box left without area (it lay
+    entirely in the padding) is dropped.
+
+    Args:
+        det: ``boxes`` (K, 4) xyxy original-image pixels, ``scores`` (K,), ``labels`` (K,).
+        height, width: the original image size in pixels.
+
+    Returns:
+        The same keys with K' <= K rows.
+    """
+    boxes = det["boxes"].clone()
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    out = {k: v[keep] for k, v in det.items() if k != "boxes"}
+    out["boxes"] = boxes[keep]
+    return out
 
 
 def with_test_settings(model: Detector, **changes: Any) -> Detector:

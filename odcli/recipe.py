@@ -25,6 +25,7 @@ from typing import Any
 import tomllib
 import yaml
 
+from odcli.config_checks import check_data, check_train
 from odcli.errors import OdetError
 
 
@@ -75,6 +76,9 @@ class DataConfig:
     ppyoloe_expand_ratio: float = 4.0  # largest canvas side / image side
     ppyoloe_expand_fill: list[float] = field(default_factory=lambda: [123.675, 116.28, 103.53])  # RGB
     ppyoloe_crop: bool = True  # RandomCrop
+
+    def __post_init__(self) -> None:
+        check_data(self)
 
 
 @dataclass
@@ -138,6 +142,7 @@ class TrainConfig:
             raise OdetError(f"train.amp_dtype must be fp16 or bf16, got {self.amp_dtype!r}")
         if self.dist_backend not in (None, "nccl", "gloo"):
             raise OdetError(f"train.dist_backend must be nccl, gloo or null, got {self.dist_backend!r}")
+        check_train(self)
 
 
 @dataclass
@@ -164,6 +169,37 @@ class Recipe:
     @property
     def data_root(self) -> Path:
         return self.resolve_path(self.data.root)
+
+    def with_absolute_paths(self) -> Recipe:
+        """A copy whose file paths (``data.root``, ``train.init_weights``, ``model.backbone_weights``)
+        are absolute, so the recipe means the same read from anywhere (a run directory's copy)."""
+        data = dataclasses.replace(self.data, root=str(self.data_root))
+        init = self.train.init_weights
+        train = dataclasses.replace(self.train, init_weights=str(self.resolve_path(init)) if init else None)
+        model = self.model
+        backbone = getattr(model, "backbone_weights", None)
+        if backbone:
+            model = dataclasses.replace(model, backbone_weights=str(self.resolve_path(backbone)))
+        return dataclasses.replace(self, model=model, data=data, train=train)
+
+
+RUN_RECIPE = "recipe.yaml"  # the resolved recipe a run directory keeps; --resume continues from it
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    """The recipe as YAML text (sections model, data, train), loadable by :func:`load_recipe`."""
+    return yaml.safe_dump(recipe.to_dict(), sort_keys=False)
+
+
+def recipe_changes(before: Recipe, after: Recipe) -> list[tuple[str, Any, Any]]:
+    """``(section.key, old, new)`` for every value that differs between two recipes."""
+    old, new = before.to_dict(), after.to_dict()
+    return [
+        (f"{section}.{key}", value, new[section].get(key))
+        for section in _SECTIONS
+        for key, value in old[section].items()
+        if new[section].get(key) != value
+    ]
 
 
 _SECTIONS = ("model", "data", "train")

@@ -8,6 +8,7 @@ background thread that keeps only the newest frame, so a slow model never builds
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -26,7 +27,11 @@ _STREAM = re.compile(r"^(rtsp|rtsps|rtmp|http|https|udp|tcp)://", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class Frame:
-    """One decoded frame: ``image`` (H, W, 3) uint8 BGR, its index in the source, and capture time (s)."""
+    """One decoded frame: ``image`` (H, W, 3) uint8 BGR, its index in the source, and its time (s).
+
+    ``timestamp`` is the position in the video (``index / fps``) for a file and the wall clock
+    (``time.time()`` at capture) for cameras and streams; :attr:`SourceSpec.time_base` says which.
+    """
 
     index: int
     image: np.ndarray
@@ -44,6 +49,11 @@ class SourceSpec:
     @property
     def live(self) -> bool:
         return self.kind in ("camera", "stream")
+
+    @property
+    def time_base(self) -> str:
+        """What :attr:`Frame.timestamp` counts: ``"video"`` (seconds into the file) or ``"wall_clock"``."""
+        return "wall_clock" if self.live else "video"
 
 
 def is_video_source(text: str) -> bool:
@@ -72,6 +82,10 @@ class FrameReader:
         stride: yield every ``stride``-th frame (1 = all).
         buffered: for cameras/streams, process every frame in order instead of only the newest.
         max_frames: stop after this many yielded frames (None = until the source ends / Ctrl-C).
+
+    A frame of a video file that fails to decode before the end the file announces (its frame
+    count) is skipped, not taken for the end: its index is appended to :attr:`skipped` (only frames
+    that ``stride`` would have yielded) and reading goes on.
     """
 
     def __init__(
@@ -84,6 +98,9 @@ class FrameReader:
         self.spec = spec
         self.stride = stride
         self.max_frames = max_frames
+        # FFmpeg prints its own lines for every damaged packet; odet reports skipped frames itself.
+        # Read when a capture opens; a level the user set stays.
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
         # OpenCV logs its own warnings for a source it cannot open (one per backend it tries); the
         # error below says it in one line, so they are silenced while opening.
         level = cv2.utils.logging.getLogLevel()
@@ -105,6 +122,7 @@ class FrameReader:
         count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT))
         self.frame_count = count if spec.kind == "video" and count > 0 else None
         self.latest_only = spec.live and not buffered
+        self.skipped: list[int] = []
         self._latest: tuple[int, np.ndarray, float] | None = None
         self._cond = threading.Condition()
         self._stopped = False
@@ -142,12 +160,18 @@ class FrameReader:
             return
         index = 0
         while self.max_frames is None or yielded < self.max_frames:
+            # Each read() consumes one frame of the file, decoded or not, so ``index`` stays the
+            # frame's position after a failure and the frame count bounds the retries.
             ok, image = self.capture.read()
             if not ok:
-                return
-            if index % self.stride == 0:
+                if self.frame_count is None or index >= self.frame_count:
+                    return
+                if index % self.stride == 0:
+                    self.skipped.append(index)
+            elif index % self.stride == 0:
                 yielded += 1
-                yield Frame(index, image, time.time())
+                stamp = index / self.fps if self.spec.kind == "video" else time.time()
+                yield Frame(index, image, stamp)
             index += 1
 
     def close(self) -> None:

@@ -32,6 +32,64 @@ def small_demo_args(size: int = 64, batch_size: int = 2, nms_pre: int = 100) -> 
     return [arg for setting in settings for arg in ("--set", setting)]
 
 
+COCO8 = REPO / "recipes" / "data" / "coco8"
+
+
+def write_yolo_dataset(root: Path, splits: dict[str, list[int]]) -> dict[str, list[str]]:
+    """Rewrite coco8 as an Ultralytics YOLO dataset under ``root``: for each split name, the coco8
+    images of the given indices (0..7) symlinked into ``images/<split>/`` with their labels in
+    ``labels/<split>/`` (``class cx cy w h`` normalised; crowd boxes left out). No names file.
+
+    Returns:
+        split name → the image file names written there.
+    """
+    data = json.loads((COCO8 / "annotations" / "instances.json").read_text())
+    cats = sorted(data["categories"], key=lambda c: c["id"])
+    index = {c["id"]: k for k, c in enumerate(cats)}
+    images = sorted(data["images"], key=lambda im: im["file_name"])
+    written: dict[str, list[str]] = {}
+    for split, picks in splits.items():
+        (root / "images" / split).mkdir(parents=True, exist_ok=True)
+        (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+        for i in picks:
+            im = images[i]
+            (root / "images" / split / im["file_name"]).symlink_to(COCO8 / "images" / im["file_name"])
+            lines = []
+            for a in data["annotations"]:
+                if a["image_id"] == im["id"] and not a.get("iscrowd", 0):
+                    x, y, w, h = a["bbox"]
+                    cx, cy = (x + w / 2) / im["width"], (y + h / 2) / im["height"]
+                    nw, nh = w / im["width"], h / im["height"]
+                    lines.append(f"{index[a['category_id']]} {cx:.8f} {cy:.8f} {nw:.8f} {nh:.8f}")
+            label = root / "labels" / split / Path(im["file_name"]).with_suffix(".txt")
+            label.write_text("\n".join(lines))
+            written.setdefault(split, []).append(im["file_name"])
+    return written
+
+
+def coco8_class_names() -> list[str]:
+    data = json.loads((COCO8 / "annotations" / "instances.json").read_text())
+    return [c["name"] for c in sorted(data["categories"], key=lambda c: c["id"])]
+
+
+RTMDET_PTH = MMDET_REF / "rtmdet_tiny_fp16" / "checkpoint_fp16.pth"
+
+
+@pytest.fixture(scope="session")
+def converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reference RTMDet-tiny .pth converted to an odet checkpoint with ``odet convert-weights``."""
+    from typer.testing import CliRunner
+
+    from odcli.cli.main import app
+
+    require(RTMDET_PTH)
+    dst = tmp_path_factory.mktemp("convert") / "rtmdet_tiny.safetensors"
+    result = CliRunner().invoke(app, ["convert-weights", str(RTMDET_PTH), str(dst), "--arch", "rtmdet_tiny"])
+    assert result.exit_code == 0, result.output
+    assert "rtmdet_tiny" in result.stdout and "468" in result.stdout  # summary: arch, tensors
+    return dst
+
+
 def require(path: Path) -> Path:
     """Skip the calling test when a shared fixture is absent (e.g. a clone without ../shared)."""
     if not path.exists():

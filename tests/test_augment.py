@@ -40,6 +40,7 @@ from odcli.data.pipelines import build_train_pipeline
 from odcli.errors import OdetError
 from odcli.recipe import load_recipe
 from odcli.zoo import input_spec_of
+from tests.conftest import coco8_class_names, write_yolo_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 COCO8 = REPO / "recipes" / "data" / "coco8"
@@ -527,22 +528,8 @@ def test_training_switches_pipeline_in_persistent_workers_on_yolo_data(yolo8: Pa
 def yolo8(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """coco8 rewritten as a YOLO dataset (images/train + labels/train + classes.txt)."""
     root = tmp_path_factory.mktemp("yolo8")
-    data = json.loads((COCO8 / "annotations/instances.json").read_text())
-    cats = sorted(data["categories"], key=lambda c: c["id"])
-    index = {c["id"]: k for k, c in enumerate(cats)}
-    (root / "images/train").mkdir(parents=True)
-    (root / "labels/train").mkdir(parents=True)
-    (root / "classes.txt").write_text("\n".join(c["name"] for c in cats) + "\n")
-    for im in data["images"]:
-        (root / "images/train" / im["file_name"]).symlink_to(COCO8 / "images" / im["file_name"])
-        lines = []
-        for a in data["annotations"]:
-            if a["image_id"] == im["id"] and not a.get("iscrowd", 0):
-                x, y, w, h = a["bbox"]
-                cx, cy = (x + w / 2) / im["width"], (y + h / 2) / im["height"]
-                nw, nh = w / im["width"], h / im["height"]
-                lines.append(f"{index[a['category_id']]} {cx:.8f} {cy:.8f} {nw:.8f} {nh:.8f}")
-        (root / "labels/train" / Path(im["file_name"]).with_suffix(".txt")).write_text("\n".join(lines))
+    write_yolo_dataset(root, {"train": list(range(8))})
+    (root / "classes.txt").write_text("\n".join(coco8_class_names()) + "\n")
     return root
 
 

@@ -223,7 +223,7 @@ _recipe_case("bad_amp_dtype", "train.amp_dtype=fp8", ["train.amp_dtype", "fp16 o
 _recipe_case("bad_dist_backend", "train.dist_backend=mpi", ["train.dist_backend", "nccl, gloo"])
 _recipe_case("bad_optimizer", "train.optimizer=adam", ["train.optimizer", "'adamw' or 'sgd'"])
 _recipe_case("bad_data_format", "data.format=voc", ["data.format", "coco, yolo"])
-_recipe_case("zero_batch_size", "data.batch_size=0", ["batch size must be >= 1"])
+_recipe_case("zero_batch_size", "data.batch_size=0", ["data.batch_size must be >= 1"])
 
 
 @case("train_run_dir_under_a_file")

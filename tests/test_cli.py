@@ -38,17 +38,6 @@ def assert_one_line_error(result) -> None:
     assert "Traceback" not in result.output
 
 
-@pytest.fixture(scope="module")
-def converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The reference .pth converted to an odet checkpoint with the CLI."""
-    require(PTH)
-    dst = tmp_path_factory.mktemp("convert") / "rtmdet_tiny.safetensors"
-    result = runner.invoke(app, ["convert-weights", str(PTH), str(dst), "--arch", "rtmdet_tiny"])
-    assert result.exit_code == 0, result.output
-    assert "rtmdet_tiny" in result.stdout and "468" in result.stdout  # summary: arch, tensors
-    return dst
-
-
 # ---------------------------------------------------------------------------------------------
 # convert-weights
 

@@ -108,7 +108,7 @@ def test_two_processes_match_one_process_with_the_doubled_batch(tmp_path: Path) 
     argv = ["train", *args, "--set", "data.batch_size=1", "--run-dir", str(ddp)]
     launcher = f"from odcli.engine.distributed import launch; launch(2, {argv!r})"
     out = _run([sys.executable, "-c", launcher], tmp_path)
-    assert "× 2 processes (DDP, gloo)" in out and "lr 0.001 = 0.001 × total batch 2 / 2" in out
+    assert "× 2 processes (DDP, gloo)" in out and "lr 0.001 = 0.001 × 2 images per step / 2" in out
     assert out.count("done: best checkpoint") == 1  # only rank 0 reports (and writes)
     one = [sys.executable, "-m", "odcli", "train", *args, "--set", "data.batch_size=2"]
     _run([*one, "--run-dir", str(single)], tmp_path)

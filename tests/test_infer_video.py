@@ -95,7 +95,8 @@ def test_frame_record_keeps_only_scores_above_threshold() -> None:
 
     det = {"boxes": torch.tensor([[0.0, 0, 10, 10], [5, 5, 20, 20]]), "scores": torch.tensor([0.9, 0.1]),
            "labels": torch.tensor([0, 1])}  # fmt: skip
-    record = frame_record(3, 1.0, det, ["a", "b"], [1, 2], 0.5)
+    record = frame_record(3, 1.0, det, ["a", "b"], [1, 2], 0.5, time_base="video")
     assert record["frame"] == 3 and len(record["detections"]) == 1
+    assert record["time"] == 1.0 and record["time_base"] == "video"
     assert record["detections"][0]["category"] == "a"
     assert np.allclose(record["detections"][0]["bbox"], [0, 0, 10, 10])

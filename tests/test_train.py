@@ -28,8 +28,8 @@ def _run(args: list[str]) -> tuple[int, str]:
 
 
 def test_train_resume_and_outputs(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.chdir(tmp_path)  # runs/latest.json is written relative to the working directory
-    run = tmp_path / "run"
+    monkeypatch.chdir(tmp_path)  # infer without --weights looks for runs/latest.json here
+    run = tmp_path / "runs" / "demo-test"  # latest.json goes beside the run: runs/latest.json
     code, out = _run(["train", str(DEMO), *FAST, "--set", "train.epochs=1", "--run-dir", str(run)])
     assert code == 0, out
     meta = read_meta(run / "last.safetensors")

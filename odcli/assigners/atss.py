@@ -31,11 +31,13 @@ class ATSSAssigner:
     """Adaptive Training Sample Selection (Zhang et al. 2020), PaddleDetection's variant.
 
     Args:
-        topk: candidates per level per GT (upstream 9).
+        topk: candidates per level per GT (upstream 9); at least 1 (Paddle's ``topk`` refuses k < 1).
         eps: ε of the "centre inside the GT" test (upstream 1e-9).
     """
 
     def __init__(self, *, topk: int = 9, eps: float = 1e-9) -> None:
+        if topk < 1:
+            raise ValueError(f"ATSS topk must be >= 1 (candidates per level per GT), got {topk}")
         self.topk = topk
         self.eps = eps
 
@@ -62,12 +64,13 @@ class ATSSAssigner:
         Returns:
             :class:`AssignResult`: ``gt_index`` (B, N) (-1 negative), ``labels`` (-1 negative),
             ``quality`` (B, N) (IoU with the prediction, or 1; 0 for negatives).
+            No GT (G = 0) or no anchors (N = 0): all background, as upstream's negative batch.
         """
         b, g = gt_boxes.shape[:2]
         n = anchors.shape[0]
         device = anchors.device
-        if g == 0:
-            return _all_background(b, n, device)
+        if g == 0 or n == 0:
+            return AssignResult.background(b, n, device)
         anchors = anchors.float()
         gt_boxes = gt_boxes.float()
         mask = gt_mask.bool()
@@ -119,11 +122,3 @@ def _resolve_multiple(positive: torch.Tensor, ious: torch.Tensor) -> torch.Tenso
     first_positive = positive.to(torch.uint8).argmax(dim=1)
     several = positive.sum(dim=1) > 1
     return torch.where(several, ious.argmax(dim=1), first_positive)
-
-
-def _all_background(b: int, n: int, device: torch.device) -> AssignResult:
-    return AssignResult(
-        gt_index=torch.full((b, n), -1, dtype=torch.long, device=device),
-        labels=torch.full((b, n), -1, dtype=torch.long, device=device),
-        quality=torch.zeros((b, n), device=device),
-    )

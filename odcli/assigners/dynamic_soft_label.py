@@ -29,12 +29,15 @@ class DynamicSoftLabelAssigner:
     """See the module docstring.
 
     Args:
-        topk: number of best IoUs summed to get each GT's dynamic k.
+        topk: number of best IoUs summed to get each GT's dynamic k; 0 is allowed (as upstream: every
+            GT then takes k = 1), a negative count is not.
         iou_weight: weight of the −log IoU cost.
         soft_center_radius: the centre prior is 1 at this distance (in strides).
     """
 
     def __init__(self, *, topk: int = 13, iou_weight: float = 3.0, soft_center_radius: float = 3.0) -> None:
+        if topk < 0:
+            raise ValueError(f"Dynamic Soft Label topk must be >= 0 (IoUs summed per GT), got {topk}")
         self.topk = topk
         self.iou_weight = iou_weight
         self.soft_center_radius = soft_center_radius
@@ -58,12 +61,15 @@ class DynamicSoftLabelAssigner:
             gt_boxes: (B, G, 4) xyxy pixels, padded.
             gt_labels: (B, G) long, padded.
             gt_mask: (B, G) bool, False for padding.
+        Returns:
+            :class:`AssignResult` (B, N): ``quality`` the IoU of a positive's prediction with its GT.
+            No GT (G = 0) or no priors (N = 0): all background, as upstream's empty assignment.
         """
         b, n, num_classes = pred_logits.shape
         g = gt_boxes.shape[1]
         device = pred_logits.device
-        if g == 0:
-            return _all_background(b, n, device)
+        if g == 0 or n == 0:
+            return AssignResult.background(b, n, device)
         pred_logits = pred_logits.float()
         pred_boxes = pred_boxes.float()
         gt_boxes = gt_boxes.float()
@@ -129,11 +135,3 @@ class DynamicSoftLabelAssigner:
         neg_gt = neg.gather(2, idx)
         pos_gt = F.binary_cross_entropy_with_logits(x_gt, ious, reduction="none") * (ious - p_gt).abs().pow(2)
         return neg_sum - neg_gt + pos_gt
-
-
-def _all_background(b: int, n: int, device: torch.device) -> AssignResult:
-    return AssignResult(
-        gt_index=torch.full((b, n), -1, dtype=torch.long, device=device),
-        labels=torch.full((b, n), -1, dtype=torch.long, device=device),
-        quality=torch.zeros((b, n), device=device),
-    )

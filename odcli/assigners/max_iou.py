@@ -79,9 +79,10 @@ class MaxIoUAssigner:
         device = priors.device
         if valid is None:
             valid = torch.ones((b, n), dtype=torch.bool, device=device)
-        # Images without GTs: every valid prior is background.
+        # Images without GTs: every valid prior is background. No GT at all, or no prior (upstream's
+        # empty assignment): nothing to match, and the max over an empty dimension below would fail.
         gt_index = torch.where(valid, -1, -2).to(torch.long)
-        if g == 0:
+        if g == 0 or n == 0:
             return AssignResult(
                 gt_index=gt_index,
                 labels=torch.full((b, n), -1, dtype=torch.long, device=device),

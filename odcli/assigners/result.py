@@ -23,6 +23,19 @@ class AssignResult:
     labels: torch.Tensor
     quality: torch.Tensor
 
+    @classmethod
+    def background(cls, batch: int, num_priors: int, device: torch.device | str = "cpu") -> AssignResult:
+        """Every prior negative: ``gt_index``/``labels`` -1, ``quality`` 0, each (batch, num_priors).
+
+        What every assigner returns when an image has no GT or there are no priors (upstream's
+        empty assignment: MMDetection's gt_inds 0 / labels -1, PaddleDetection's ``bg_index``).
+        """
+        return cls(
+            gt_index=torch.full((batch, num_priors), -1, dtype=torch.long, device=device),
+            labels=torch.full((batch, num_priors), -1, dtype=torch.long, device=device),
+            quality=torch.zeros((batch, num_priors), device=device),
+        )
+
     @property
     def positive(self) -> torch.Tensor:
         """(B, N) bool mask of positive priors."""

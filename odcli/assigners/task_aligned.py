@@ -18,19 +18,21 @@ from __future__ import annotations
 
 import torch
 
-from odcli.assigners.atss import _all_background, _resolve_multiple
+from odcli.assigners.atss import _resolve_multiple
 from odcli.assigners.result import AssignResult
 from odcli.boxes import pairwise_iou_eps_added, points_inside_boxes_eps
 
 
 class TaskAlignedAssigner:
     """Args:
-    topk: candidates per GT (upstream 13).
+    topk: candidates per GT (upstream 13); at least 1 (Paddle's ``topk`` refuses k < 1).
     alpha / beta: exponents of the score and the IoU in the metric (upstream 1 and 6).
     eps: ε of the normalisation and of the "inside the GT" test (upstream 1e-9).
     """
 
     def __init__(self, *, topk: int = 13, alpha: float = 1.0, beta: float = 6.0, eps: float = 1e-9) -> None:
+        if topk < 1:
+            raise ValueError(f"Task-Aligned topk must be >= 1 (candidates per GT), got {topk}")
         self.topk = topk
         self.alpha = alpha
         self.beta = beta
@@ -57,11 +59,12 @@ class TaskAlignedAssigner:
             gt_mask: (B, G) bool, False for padding.
         Returns:
             :class:`AssignResult` with ``quality`` the normalised alignment metric (0 for negatives).
+            No GT (G = 0) or no priors (N = 0): all background, as upstream's negative batch.
         """
         b, n, _ = pred_scores.shape
         g = gt_boxes.shape[1]
-        if g == 0:
-            return _all_background(b, n, pred_scores.device)
+        if g == 0 or n == 0:
+            return AssignResult.background(b, n, pred_scores.device)
         scores = pred_scores.float()
         gt_boxes = gt_boxes.float()
         mask = gt_mask.bool()

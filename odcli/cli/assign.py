@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import typer
 from rich.table import Table
 
 from odcli.cli.common import console, ensure_output_dir, user_errors
 from odcli.errors import OdetError
 
+if TYPE_CHECKING:
+    import numpy as np
+
 
 def parse_boxes(text: str, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """``"x1,y1,x2,y2,label;…"`` (original pixels; label a class name or index) → (G, 4), (G,)."""
+    import numpy as np
+
     boxes, labels = [], []
     for part in filter(None, (p.strip() for p in text.split(";"))):
         fields = [f.strip() for f in part.split(",")]
@@ -153,6 +157,8 @@ def visualize_assign(
         source = str(ann_used)
         if len(gt) == 0:
             raise OdetError(f"{image.name} has no boxes in {ann_used}; pass --boxes to draw some")
+
+    import numpy as np
 
     predictor = Predictor(model)
     sample = predictor.prepare(img, file_name=image.name)

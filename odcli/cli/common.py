@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from odcli.errors import OdetError
+from odcli.runtime.console import make_console
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# Writes never raise: a closed pipe (``odet … | head``) must not turn finished work into a traceback.
+console = make_console()
+err_console = make_console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -26,6 +27,12 @@ def fail(message: str, code: int = 2) -> None:
     # Escaped: messages quote user text and say things like "[x, y, width, height]", not markup.
     err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, markup=True, emoji=False)
     raise typer.Exit(code)
+
+
+def warn(message: str) -> None:
+    """Print ``warning: message`` on one line to stderr; the command goes on."""
+    # Escaped like fail(): messages quote file names, which may contain "[...]".
+    err_console.print(f"[bold yellow]warning:[/] {escape(message)}", soft_wrap=True, markup=True, emoji=False)
 
 
 def ensure_output_dir(directory: Path) -> None:

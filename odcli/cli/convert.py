@@ -12,7 +12,6 @@ import typer
 from rich.table import Table
 
 from odcli.cli.common import console, user_errors
-from odcli.data.coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
 from odcli.errors import OdetError
 
 if TYPE_CHECKING:
@@ -70,6 +69,8 @@ def convert_weights(
         reparameterize(model)
         config_overrides["deploy"] = True
 
+    from odcli.data.coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
+
     if num_classes == len(COCO_CLASSES):
         classes, cat_ids = list(COCO_CLASSES), list(COCO_CATEGORY_IDS)
     else:
@@ -93,7 +94,7 @@ def convert_weights(
     table.add_column(style="dim")
     table.add_column(overflow="fold")  # paths wrap instead of being cut with an ellipsis
     table.add_row("arch", arch + (" (deployed: RepVGG re-parameterised)" if deploy else ""))
-    table.add_row("classes", f"{num_classes}" + (" (COCO)" if num_classes == len(COCO_CLASSES) else ""))
+    table.add_row("classes", f"{num_classes}" + (" (COCO)" if num_classes == 80 else ""))
     table.add_row("parameters", f"{params / 1e6:.2f} M")
     table.add_row("tensors", str(len(model_state)))
     table.add_row("source", str(src))

@@ -82,9 +82,11 @@ def evaluate(
     ),
     max_images: int | None = typer.Option(None, "--max-images", help="Evaluate only the first N images."),
     workers: int = typer.Option(2, "--workers", help="Data loading worker processes."),
+    all_classes: bool = typer.Option(
+        False, "--all-classes", help="List every class in the per-class table, not only those that occur."
+    ),
 ) -> None:
     """Evaluate a checkpoint on a COCO-format dataset (mAP as MMDetection reports it)."""
-    from odcli.data.coco import CocoDetection
     from odcli.engine.checkpoint import read_meta, write_json_atomic
     from odcli.engine.evaluate import render_eval_table
     from odcli.engine.evaluate_model import eval_transforms, run_coco_eval
@@ -139,31 +141,9 @@ def evaluate(
             f"TARGET must be a recipe (.yaml/.yml/.toml) or an odet checkpoint (.safetensors): {target}"
         )
 
-    # Dataset location: explicit flags win; otherwise the recipe's val split under data.root.
-    if not has_data and (ann is None or images is None):
-        raise OdetError(
-            f"{path.name} stores no dataset: pass --ann FILE.json and --images DIR (or --set data.root=DIR)"
-        )
-    ann_file = ann if ann is not None else recipe.data_root / recipe.data.val_ann
-    image_dir = images if images is not None else recipe.data_root / recipe.data.val_images
-    # YOLO folders (data.format: yolo) have a labels folder instead of an annotation file.
-    yolo = ann is None and recipe.data.format == "yolo"
-    if yolo and image_dir.is_dir():
-        from odcli.data.yolo import labels_dir_for
-
-        ann_file = labels_dir_for(image_dir)
-    if not yolo and not ann_file.is_file():
-        how = (
-            "check --ann" if ann is not None else "use --set data.root=DIR, --set data.val_ann=FILE or --ann"
-        )
-        raise OdetError(f"annotation file not found: {ann_file} ({how})")
-    if not image_dir.is_dir():
-        how = (
-            "check --images"
-            if images is not None
-            else "use --set data.root=DIR, --set data.val_images=DIR or --images"
-        )
-        raise OdetError(f"image directory not found: {image_dir} ({how})")
+    # Dataset: explicit flags win; otherwise the recipe's validation split (COCO JSON or YOLO folders).
+    dataset = _eval_dataset(recipe, ann=ann, images=images, has_data=has_data, target=path)
+    ann_file, image_dir = Path(dataset.ann_file), Path(dataset.image_dir)
     if batch_size < 1:
         raise OdetError(f"--batch-size must be >= 1, got {batch_size}")
     if max_images is not None and max_images < 1:
@@ -187,12 +167,7 @@ def evaluate(
     load_weights(model, weights)
     model = optimize_for_inference(model.to(torch_device).eval())
 
-    if yolo:
-        from odcli.data.yolo import YoloDetection
-
-        dataset = YoloDetection(image_dir=image_dir, root=recipe.data_root, transforms=eval_transforms(model))
-    else:
-        dataset = CocoDetection(ann_file=ann_file, image_dir=image_dir, transforms=eval_transforms(model))
+    dataset.transforms = eval_transforms(model)
     n_eval = len(dataset) if max_images is None else min(max_images, len(dataset))
     # A missing file would otherwise surface minutes in, from inside a loader worker.
     missing = [p for p in (dataset.image_path(i) for i in range(n_eval)) if not p.is_file()]
@@ -219,7 +194,7 @@ def evaluate(
         console=console,
     )
     seconds = time.perf_counter() - start
-    render_eval_table(metrics, console)
+    render_eval_table(metrics, console, all_classes=all_classes)
 
     write_json_atomic(out, results)
     write_json_atomic(
@@ -236,6 +211,41 @@ def evaluate(
     )
     ms = 1000 * seconds / max(1, metrics.num_images)
     console.print(f"detections → {out}\nmetrics    → {stats_out}\n{seconds:.1f} s ({ms:.0f} ms/image)")
+
+
+def _eval_dataset(recipe: Any, *, ann: Path | None, images: Path | None, has_data: bool, target: Path) -> Any:
+    """The dataset to evaluate on (no transforms yet): ``--ann``/``--images`` where given, the rest
+    from the recipe's validation split."""
+    from odcli.data.coco import CocoDetection
+    from odcli.data.datasets import build_dataset
+
+    if not has_data and (ann is None or images is None):
+        raise OdetError(
+            f"{target.name} stores no dataset: pass --ann FILE.json and --images DIR (or --set data.root=DIR)"
+        )
+    if ann is None and images is None:
+        return build_dataset(recipe.data, recipe.data_root, "val")
+    if ann is None and recipe.data.format == "yolo":
+        from odcli.data.yolo import YoloDetection
+
+        if not images.is_dir():  # type: ignore[union-attr]
+            raise OdetError(f"image directory not found: {images} (check --images)")
+        return YoloDetection(image_dir=images, root=recipe.data_root)  # type: ignore[arg-type]
+    ann_file = ann if ann is not None else recipe.data_root / recipe.data.val_ann
+    image_dir = images if images is not None else recipe.data_root / recipe.data.val_images
+    if not ann_file.is_file():
+        how = (
+            "check --ann" if ann is not None else "use --set data.root=DIR, --set data.val_ann=FILE or --ann"
+        )
+        raise OdetError(f"annotation file not found: {ann_file} ({how})")
+    if not image_dir.is_dir():
+        how = (
+            "check --images"
+            if images is not None
+            else "use --set data.root=DIR, --set data.val_images=DIR or --images"
+        )
+        raise OdetError(f"image directory not found: {image_dir} ({how})")
+    return CocoDetection(ann_file=ann_file, image_dir=image_dir)
 
 
 def _model_cat_ids(meta: dict[str, Any], dataset: Any, num_classes: int, ann_file: Path) -> list[int]:

@@ -13,11 +13,24 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from odcli.cli.common import console, ensure_output_dir, user_errors
+from odcli.cli.common import console, ensure_output_dir, user_errors, warn
 from odcli.errors import OdetError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 _GLOB_CHARS = "*?["
+#: Exit status of a run that finished but skipped inputs it could not decode (2 = nothing done).
+EXIT_SKIPPED = 1
+
+
+def _reason(exc: OdetError, path: Path) -> str:
+    """The message of a decoding error without the file name, which the warning puts first."""
+    return str(exc).replace(f": {path}", "").replace(f" {path}", "")
+
+
+def _listing(paths: Sequence[Path], limit: int = 5) -> str:
+    """``a.jpg, b.jpg … and 3 more``: the first ``limit`` file names of ``paths``."""
+    names = ", ".join(p.name for p in paths[:limit])
+    return names + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
 
 
 def collect_images(source: str) -> list[Path]:
@@ -98,11 +111,26 @@ def infer(
     show: bool = typer.Option(False, "--show", help="Video: also show the annotated frames in a window."),
     max_frames: int | None = typer.Option(None, "--max-frames", help="Video: stop after this many frames."),
     compile_: bool = typer.Option(False, "--compile", help="torch.compile the model (~30 s start, faster)."),
+    raw_boxes: bool = typer.Option(
+        False,
+        "--raw-boxes",
+        help="Keep the boxes as the model gives them (upstream clips to the padded input, so they can "
+        "reach past the image) instead of clipping them to the image.",
+    ),
 ) -> None:
     """Detect objects in images or video; write annotated copies and machine-readable detections.
 
     Images → OUT/<name> + OUT/detections.json. Video, cameras, streams → OUT/<name>.mp4 +
-    OUT/<name>.jsonl (one line per processed frame).
+    OUT/<name>.jsonl (one line per processed frame; "time" is seconds into a video file, or the
+    wall clock for cameras and streams, as "time_base" says).
+
+    Boxes are xyxy pixels of the original image, clipped to it (0..width, 0..height); a box
+    entirely outside the image is dropped. --raw-boxes keeps upstream's boxes, which eval and
+    the Python API's predict() reproduce exactly.
+
+    An image or video frame that cannot be decoded is skipped with a warning; the others are
+    written. Exit status: 0 = every input processed; 1 = finished, but some images or frames were
+    skipped (listed on stderr); 2 = nothing done (bad arguments or input, or no image could be read).
     """
     from odcli.engine.run_dir import default_weights
     from odcli.sources import is_video_source
@@ -116,10 +144,13 @@ def infer(
     if video is not None:
         from odcli.cli.infer_video import infer_video
 
-        infer_video(
+        skipped = infer_video(
             video, weights=weights, arch=arch, out=out, score_thr=score_thr, device=device,
             stride=stride, buffered=buffer, show=show, max_frames=max_frames, compile_model=compile_,
+            raw_boxes=raw_boxes,
         )  # fmt: skip
+        if skipped:
+            raise typer.Exit(EXIT_SKIPPED)
         return
     if source is None:
         raise OdetError("give an image source (file, directory, glob) or --video cam0 / a video file")
@@ -127,7 +158,7 @@ def infer(
 
     from odcli.data.image_io import read_image
     from odcli.engine.checkpoint import write_json_atomic
-    from odcli.predictor import Predictor, load_model
+    from odcli.predictor import Predictor, clip_to_image, finest_stride, load_model, tiny_image_warning
     from odcli.viz.draw import draw_detections
 
     if batch_size < 1:
@@ -144,9 +175,11 @@ def infer(
     # The predictor keeps everything the model returns; the >= threshold is applied here.
     predictor = Predictor(loaded.model, score_thr=0.0)
     classes, cat_ids = loaded.classes, loaded.cat_ids
+    stride_px = finest_stride(loaded.model)
     names = _output_names(paths)
 
     records: list[dict[str, Any]] = []
+    skipped: list[Path] = []
     infer_s = 0.0
     start = time.perf_counter()
     progress = Progress(
@@ -161,13 +194,29 @@ def infer(
     with progress:
         task = progress.add_task("infer", total=len(paths))
         for batch in _batches(list(zip(paths, names, strict=True)), batch_size):
-            # Decode the whole batch first: an unreadable image stops the run before anything is
-            # written for it (read_image's error names the file).
-            imgs = [read_image(p) for p, _ in batch]
+            good, imgs = [], []
+            for path, name in batch:
+                try:
+                    img = read_image(path)
+                except OdetError as exc:
+                    if len(paths) == 1:
+                        raise  # the one input: its error is the one line
+                    warn(f"skipped {path}: {_reason(exc, path)}")
+                    skipped.append(path)
+                    continue
+                if note := tiny_image_warning(img.shape[0], img.shape[1], stride_px, str(path)):
+                    warn(note)
+                good.append((path, name))
+                imgs.append(img)
+            progress.advance(task, len(batch) - len(good))
+            if not good:
+                continue
             t0 = time.perf_counter()
             dets = predictor(imgs)  # CPU tensors: the copy back also waits for the GPU
             infer_s += time.perf_counter() - t0
-            for (path, name), img, det in zip(batch, imgs, dets, strict=True):
+            for (path, name), img, det in zip(good, imgs, dets, strict=True):
+                if not raw_boxes:
+                    det = clip_to_image(det, img.shape[0], img.shape[1])
                 keep = det["scores"] >= score_thr
                 boxes, scores, labels = det["boxes"][keep], det["scores"][keep], det["labels"][keep]
                 canvas = draw_detections(
@@ -191,7 +240,12 @@ def infer(
                             "category": classes[label],
                         }
                     )
-            progress.advance(task, len(batch))
+            progress.advance(task, len(good))
+    done = len(paths) - len(skipped)
+    if done == 0:
+        raise OdetError(
+            f"none of the {len(paths)} images could be decoded (see the warnings); nothing written"
+        )
     json_path = out / "detections.json"
     write_json_atomic(json_path, records)
     total_s = time.perf_counter() - start
@@ -199,11 +253,13 @@ def infer(
     table = Table(title=f"odet infer — {loaded.model.arch}", title_justify="left", show_header=False)
     table.add_column(style="dim")
     table.add_column(overflow="fold")
-    table.add_row("images", str(len(paths)))
+    table.add_row("images", f"{done}" + (f" ({len(skipped)} skipped)" if skipped else ""))
     table.add_row("detections", f"{len(records)} (score >= {score_thr:g})")
-    table.add_row(
-        "ms/image", f"{1000 * infer_s / len(paths):.1f} model · {1000 * total_s / len(paths):.1f} total"
-    )
+    table.add_row("ms/image", f"{1000 * infer_s / done:.1f} model · {1000 * total_s / done:.1f} total")
     table.add_row("device", str(predictor.device))
+    table.add_row("boxes", "as the model gives them (--raw-boxes)" if raw_boxes else "clipped to each image")
     table.add_row("output", f"{out}/ (annotated images, detections.json)")
     console.print(table)
+    if skipped:
+        warn(f"skipped {len(skipped)} of {len(paths)} images that could not be decoded: {_listing(skipped)}")
+        raise typer.Exit(EXIT_SKIPPED)

@@ -10,14 +10,23 @@ from typing import Any
 from rich.live import Live
 from rich.text import Text
 
-from odcli.cli.common import check_output_location, console, ensure_output_dir
+from odcli.cli.common import check_output_location, console, ensure_output_dir, warn
 from odcli.errors import OdetError
 
 
 def frame_record(
-    frame_index: int, timestamp: float, det: dict, classes: list[str], cat_ids: list[int], score_thr: float
+    frame_index: int,
+    timestamp: float,
+    det: dict,
+    classes: list[str],
+    cat_ids: list[int],
+    score_thr: float,
+    *,
+    time_base: str,
 ) -> dict[str, Any]:
-    """The JSON line of one frame: its index, time and detections above ``score_thr``."""
+    """The JSON line of one frame: its index, time (s), what the time counts and the detections
+    above ``score_thr`` (``time_base``: ``"video"`` = seconds into the file, ``"wall_clock"`` = Unix
+    time at capture, for cameras and streams)."""
     keep = det["scores"] >= score_thr
     boxes, scores, labels = (
         det["boxes"][keep].tolist(),
@@ -27,6 +36,7 @@ def frame_record(
     return {
         "frame": frame_index,
         "time": round(timestamp, 3),
+        "time_base": time_base,
         "detections": [
             {
                 "bbox": [round(v, 2) for v in box],
@@ -53,11 +63,19 @@ def infer_video(
     show: bool,
     max_frames: int | None,
     compile_model: bool = False,
-) -> None:
-    """Run a detector over a frame source; see the module docstring for the outputs."""
+    raw_boxes: bool = False,
+) -> int:
+    """Run a detector over a frame source; see the module docstring for the outputs.
+
+    Boxes are clipped to the frame unless ``raw_boxes`` (see :func:`odcli.predictor.clip_to_image`).
+    Frames that fail to decode are skipped with a warning on stderr.
+
+    Returns:
+        The number of frames skipped because they could not be decoded.
+    """
     import cv2
 
-    from odcli.predictor import Predictor, load_model
+    from odcli.predictor import Predictor, clip_to_image, finest_stride, load_model, tiny_image_warning
     from odcli.sources import FrameReader, parse_source
     from odcli.viz.draw import draw_detections
 
@@ -70,6 +88,8 @@ def infer_video(
 
         compile_for_inference(loaded.model)
     predictor = Predictor(loaded.model)
+    stride_px = finest_stride(loaded.model)
+    time_base = spec.time_base
     classes, cat_ids = loaded.classes, loaded.cat_ids
     video_path = out / f"{spec.name}.mp4"
     lines_path = out / f"{spec.name}.jsonl"
@@ -86,12 +106,21 @@ def infer_video(
         tmp_lines = lines_path.with_name(f".{lines_path.name}.partial")
         try:
             with open(tmp_lines, "w") as lines, Live(console=console, transient=True) as live:
+                reported = 0
                 for frame in reader:
+                    reported = _report_skipped(reader.skipped, reported, spec.target)
+                    h, w = frame.image.shape[:2]
+                    if frames == 0 and (note := tiny_image_warning(h, w, stride_px, spec.name)):
+                        warn(note)
                     t0 = time.perf_counter()
                     det = predictor([frame.image])[0]
                     dt = time.perf_counter() - t0
+                    if not raw_boxes:
+                        det = clip_to_image(det, h, w)
                     fps_smoothed = 1.0 / dt if frames == 0 else 0.9 * fps_smoothed + 0.1 / dt
-                    record = frame_record(frame.index, frame.timestamp, det, classes, cat_ids, score_thr)
+                    record = frame_record(
+                        frame.index, frame.timestamp, det, classes, cat_ids, score_thr, time_base=time_base
+                    )
                     lines.write(json.dumps(record) + "\n")
                     keep = det["scores"] >= score_thr
                     canvas = draw_detections(
@@ -114,6 +143,7 @@ def infer_video(
                     )  # fmt: skip
                     if show and not _show(canvas):
                         break
+                _report_skipped(reader.skipped, reported, spec.target)
         except BaseException:
             if writer is not None:
                 writer.release()
@@ -131,6 +161,37 @@ def infer_video(
         f"{frames} frames in {elapsed:.1f} s ({frames / elapsed:.1f} FPS end to end) → "
         f"{video_path}, {lines_path}"
     )
+    skipped = reader.skipped
+    if skipped:
+        warn(
+            f"skipped {len(skipped)} of {len(skipped) + frames} frames of {source} that could not be "
+            f"decoded: {_ranges(skipped)}"
+        )
+    return len(skipped)
+
+
+def _ranges(indices: list[int]) -> str:
+    """``[3, 4, 5, 9]`` → ``"3-5, 9"`` (sorted frame indices as short ranges)."""
+    parts: list[str] = []
+    start = prev = indices[0]
+    for i in [*indices[1:], None]:
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if i is not None:
+            start = prev = i
+    return ", ".join(parts)
+
+
+def _report_skipped(skipped: list[int], reported: int, target: str | int) -> int:
+    """Warn once about the frames skipped since the last call (consecutive failures come together,
+    before the next good frame); returns how many are reported now."""
+    if len(skipped) > reported:
+        new = skipped[reported:]
+        what = f"frame {new[0]}" if len(new) == 1 else f"frames {_ranges(new)}"
+        warn(f"skipped {what} of {target}: could not be decoded")
+    return len(skipped)
 
 
 def _show(canvas: object) -> bool:

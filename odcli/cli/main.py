@@ -1,10 +1,17 @@
-"""``odet``: the Typer application that dispatches to one module per subcommand."""
+"""``odet``: the Typer application that dispatches to one module per subcommand.
+
+Importing this module must stay cheap (``odet --help`` in well under a second): the subcommand
+modules import torch, OpenCV and the models only inside the command functions.
+"""
 
 from __future__ import annotations
 
 import typer
 
-from odcli.cli import assign, convert, evaluate, infer, profile, train, visualize_data
+from odcli import __version__
+from odcli.cli import assign, convert, evaluate, help_format, infer, profile, train, visualize_data
+
+help_format.install()
 
 app = typer.Typer(
     name="odet",
@@ -12,7 +19,25 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"odet {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", "-V", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Train, evaluate, run and convert dense one-stage detectors (RTMDet, RetinaNet, PP-YOLOE)."""
+
+
 app.command("train")(train.train)
 app.command("eval")(evaluate.evaluate)
 app.command("infer")(infer.infer)

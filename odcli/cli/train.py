@@ -52,7 +52,7 @@ def train(
 ) -> None:
     """Train a detector on the recipe's dataset, evaluating and checkpointing as it goes."""
     from odcli.engine import distributed as dist
-    from odcli.engine.run_dir import choose_run_dir, record_latest
+    from odcli.engine.run_dir import choose_run_dir, recipe_for_resume, record_latest
     from odcli.predictor import resolve_device
     from odcli.recipe import load_recipe
 
@@ -85,6 +85,10 @@ def train(
         out = dist.broadcast_object(run_dir or choose_run_dir(cfg, resume=resume))
         if dist.is_main_process():
             check_output_location(out, "choose another --run-dir or train.output_dir")
+        if resume:  # continue the run as it was started (its recipe.yaml), not as the file reads now
+            cfg, notes = recipe_for_resume(cfg, out, set_)
+            for line in notes if dist.is_main_process() else []:
+                console.print(line, soft_wrap=True, markup=False)
         trainer = Trainer(cfg, run_dir=out, resume=resume, extend_epochs=extend_epochs, console=console)
         best = trainer.fit()
         if dist.is_main_process():

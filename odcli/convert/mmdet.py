@@ -10,6 +10,8 @@ import re
 
 import torch
 
+from odcli.errors import OdetError
+
 # (pattern, replacement) applied in order to every upstream key.
 _RTMDET_RENAMES: list[tuple[str, str]] = [
     (r"\.depthwise_conv\.", ".depthwise."),
@@ -28,7 +30,8 @@ def rtmdet_from_mmdet(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, to
     """Rename an MMDetection RTMDet state dict to odet keys.
 
     Returns (converted state dict, upstream keys that had no place and were skipped). Shared head
-    convs are taken from level 0 and checked equal on the other levels.
+    convs are taken from level 0 and checked equal on the other levels: :class:`OdetError` when
+    they differ (a head trained with ``share_conv=False``).
     """
     out: dict[str, torch.Tensor] = {}
     skipped: list[str] = []
@@ -44,8 +47,10 @@ def rtmdet_from_mmdet(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, to
             new = new.replace(level.group(0), "")
             if new in out:  # the same shared conv seen from another level
                 if not torch.equal(out[new], value):
-                    raise ValueError(
-                        f"{key}: head conv is not shared across levels as RTMDet's SepBN head requires"
+                    raise OdetError(
+                        f"{key} differs from level 0: this checkpoint's head does not share its convs "
+                        "across levels (share_conv=False); odet's RTMDet, like upstream's default "
+                        "share_conv=True, needs one set of head convs for all levels"
                     )
                 continue
         out[new] = value

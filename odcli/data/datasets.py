@@ -1,9 +1,10 @@
 """Datasets from a recipe's ``data`` section: COCO JSON or YOLO folders (``data.format``).
 
 ``data.format: coco`` (default): ``<root>/<train_ann>`` + ``<root>/<train_images>`` (and ``val_*``).
-``data.format: yolo``: ``<root>/<train_images>`` (e.g. ``images/train``) with labels in the matching
-``labels`` folder and class names in ``<root>/classes.txt`` or ``data.yaml``
-(:mod:`odcli.data.yolo`); ``train_ann`` / ``val_ann`` are not used.
+``data.format: yolo``: the splits an Ultralytics ``data.yaml`` names (``data.root`` is the dataset
+folder holding it, or the file itself), else ``<root>/<train_images>`` (e.g. ``images/train``); labels
+in the matching ``labels`` folder, class names in the data.yaml or ``<root>/classes.txt``
+(:mod:`odcli.data.yolo_layout`); ``train_ann`` / ``val_ann`` are not used.
 Either way the result has the :class:`~odcli.data.coco.CocoDetection` interface.
 """
 
@@ -44,12 +45,23 @@ def build_dataset(
         raise OdetError(f"data.format must be one of {', '.join(DATA_FORMATS)}, got {data.format!r}")
     what = "training" if split == "train" else "validation"
     filters = {"filter_empty": data.filter_empty, "min_size": data.min_size} if split == "train" else {}
-    image_key = f"data.{split}_images"
-    image_dir = _require(root / getattr(data, f"{split}_images"), f"{what} images", image_key)
     if data.format == "yolo":
         from odcli.data.yolo import YoloDetection
+        from odcli.data.yolo_layout import yolo_split
 
-        return YoloDetection(image_dir=image_dir, root=root, transforms=transforms, **filters)
+        chosen = yolo_split(data, root, split)
+        return YoloDetection(
+            image_dir=chosen.base,
+            files=chosen.files,
+            names=chosen.names,
+            root=root.parent if root.is_file() else root,
+            transforms=transforms,
+            origin=chosen.origin,
+            from_yaml=chosen.from_yaml,
+            **filters,
+        )
+    image_key = f"data.{split}_images"
+    image_dir = _require(root / getattr(data, f"{split}_images"), f"{what} images", image_key)
     ann_key = f"data.{split}_ann"
     ann_file = _require(root / getattr(data, f"{split}_ann"), f"{what} annotations", ann_key)
     return CocoDetection(ann_file=ann_file, image_dir=image_dir, transforms=transforms, **filters)

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
 from odcli.data.transforms import Sample
+from odcli.data.workers import cap_workers
 from odcli.errors import OdetError
 
 __all__ = [
@@ -224,6 +225,7 @@ def build_loader(
         raise OdetError(f"num_workers must be >= 0, got {num_workers} (check the recipe's num_workers)")
     if len(dataset) == 0:  # type: ignore[arg-type]
         raise OdetError("the dataset is empty; check the annotation file and data filters")
+    num_workers = cap_workers(num_workers)
     generator = torch.Generator()
     generator.manual_seed(int(seed))
     sampler: Sampler = (
@@ -374,6 +376,7 @@ def build_train_loader(
         world_size=world_size,
         seeded_keys=bool(getattr(dataset, "supports_seeded_index", False)),
     )
+    num_workers = cap_workers(num_workers)
     # Only seeds worker processes (for code outside the seeded transforms); the trainer reseeds it
     # per epoch so that it, too, depends on (seed, epoch) alone.
     generator = torch.Generator()

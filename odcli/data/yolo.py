@@ -1,18 +1,10 @@
 """YOLO-format detection datasets (Ultralytics layout), served with the :class:`CocoDetection` interface.
 
-Layout::
-
-    <root>/classes.txt            one class name per line   (or data.yaml / data.yml / dataset.yaml
-                                                              with ``names:`` as a list or {index: name})
-    <root>/images/<split>/*.jpg   images (any of .jpg .jpeg .png .bmp .webp .tif .tiff, nested allowed)
-    <root>/labels/<split>/*.txt   one file per image, same relative path and stem; one object a line:
-                                  ``class cx cy w h`` — class index from 0, the rest normalised to
-                                  0..1 by the image width/height. A line with more than 5 numbers is a
-                                  polygon ``class x1 y1 x2 y2 ...``; its bounding box is used.
-
-The labels folder is the image folder with its last ``images`` path component replaced by
-``labels`` (``images/train`` → ``labels/train``, ``train/images`` → ``train/labels``). An image without
-a label file (or with an empty one) has no objects.
+Where the files are (splits, data.yaml, label paths, class names) is :mod:`odcli.data.yolo_layout`;
+this module reads them. A label file holds one object a line: ``class cx cy w h`` — class index from
+0, the rest normalised to 0..1 by the image width/height. A line with more than 5 numbers is a polygon
+``class x1 y1 x2 y2 ...``; its bounding box is used. An image without a label file (or with an empty
+one) has no objects.
 
 The annotations are converted once, at construction, into an in-memory COCO dict (category ids 1..K
 in names order, image ids 1..N in sorted path order, pixel xywh boxes) handed to
@@ -30,89 +22,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from odcli.data.coco import CocoDetection
 from odcli.data.transforms import Sample
+from odcli.data.yolo_layout import images_in, label_file_for, labels_dir_for, read_class_names
 from odcli.errors import OdetError
 
-__all__ = ["IMAGE_SUFFIXES", "NAME_FILES", "YoloDetection", "labels_dir_for", "read_class_names"]
+__all__ = ["YoloDetection"]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-#: Class-name files looked for, in this order, in the dataset root (then above the image folder).
-NAME_FILES = ("classes.txt", "data.yaml", "data.yml", "dataset.yaml")
 
 # EXIF orientations 5..8 rotate by 90°: the decoded image has width and height swapped.
 _EXIF_ORIENTATION = 0x0112
 _TRANSPOSED = {5, 6, 7, 8}
-
-
-def labels_dir_for(image_dir: Path) -> Path:
-    """The label folder of ``image_dir``: its last ``images`` component replaced by ``labels``.
-
-    Raises:
-        OdetError: ``image_dir`` has no ``images`` component.
-    """
-    parts = list(image_dir.parts)
-    for i in range(len(parts) - 1, -1, -1):
-        if parts[i] == "images":
-            parts[i] = "labels"
-            return Path(*parts)
-    raise OdetError(
-        f"YOLO image folder {image_dir} has no 'images' component, so its labels folder is unknown; "
-        "use the layout images/<split> + labels/<split>"
-    )
-
-
-def _names_from_yaml(path: Path) -> list[str]:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise OdetError(f"cannot read class names from {path}: {str(exc).splitlines()[0]}") from None
-    names = data.get("names") if isinstance(data, dict) else None
-    if isinstance(names, dict):
-        try:
-            keys = sorted(int(k) for k in names)
-        except (TypeError, ValueError):
-            raise OdetError(f"{path}: 'names' keys must be class indices 0..K-1") from None
-        if keys != list(range(len(keys))):
-            raise OdetError(f"{path}: 'names' keys must be 0..{len(keys) - 1} without gaps, got {keys}")
-        return [str(names[k] if k in names else names[str(k)]) for k in keys]
-    if isinstance(names, list):
-        return [str(n) for n in names]
-    raise OdetError(f"{path} has no 'names' list (or {{index: name}} mapping) of classes")
-
-
-def read_class_names(root: Path, image_dir: Path | None = None) -> tuple[list[str], Path]:
-    """Class names of a YOLO dataset and the file they came from.
-
-    Looks for :data:`NAME_FILES` in ``root``, then in the two folders above ``image_dir``.
-
-    Raises:
-        OdetError: no names file, an unreadable one, or no names in it.
-    """
-    folders = [root]
-    if image_dir is not None:
-        folders += [p for p in list(image_dir.parents)[:2] if p != root]
-    for folder in folders:
-        for name in NAME_FILES:
-            path = folder / name
-            if not path.is_file():
-                continue
-            if path.suffix == ".txt":
-                try:
-                    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-                except (OSError, UnicodeDecodeError) as exc:
-                    raise OdetError(f"cannot read class names from {path}: {exc}") from None
-            else:
-                names = _names_from_yaml(path)
-            if not names:
-                raise OdetError(f"{path} lists no class names")
-            return names, path
-    raise OdetError(
-        f"no class names for the YOLO dataset in {root}: add classes.txt (one name per line) or "
-        "data.yaml with 'names:'"
-    )
 
 
 def _image_size(path: Path) -> tuple[int, int]:
@@ -167,8 +88,9 @@ def _parse_label_file(path: Path, num_classes: int, width: int, height: int) -> 
 class YoloDetection(CocoDetection):
     """Detection samples from a YOLO-format folder pair; the interface of :class:`CocoDetection`.
 
-    Attributes (beyond CocoDetection's): ``labels_dir``, ``names_file``. ``ann_file`` is the labels
-    folder (it names the source in messages); ``cat_ids`` are 1..K.
+    Attributes (beyond CocoDetection's): ``labels_dir``, ``names_file``, ``origin`` (what chose the
+    images, for messages), ``split_from_yaml`` (a data.yaml named the split, not the recipe).
+    ``ann_file`` is the labels folder (it names the source in messages); ``cat_ids`` are 1..K.
     """
 
     def __init__(
@@ -178,9 +100,12 @@ class YoloDetection(CocoDetection):
         root: str | os.PathLike[str] | None = None,
         labels_dir: str | os.PathLike[str] | None = None,
         names: Sequence[str] | None = None,
+        files: Sequence[Path] | None = None,
         transforms: Callable[[Sample, np.random.Generator], Sample] | None = None,
         filter_empty: bool = False,
         min_size: float = 0.0,
+        origin: str | None = None,
+        from_yaml: bool = False,
     ) -> None:
         """Index the label files.
 
@@ -190,9 +115,13 @@ class YoloDetection(CocoDetection):
                 ``images`` component).
             labels_dir: folder of the label files (default: :func:`labels_dir_for`).
             names: class names (default: read from the names file, :func:`read_class_names`).
+            files: the images (default: every image below ``image_dir``); file names are kept
+                relative to ``image_dir`` where possible.
             transforms: ``(sample, rng) -> sample`` applied by ``__getitem__``.
             filter_empty: drop images without objects.
             min_size: drop images whose width or height is below this, pixels.
+            origin: what chose these images, for messages (e.g. ``data.yaml 'val'``).
+            from_yaml: a data.yaml named this split, not the recipe (see ``split_from_yaml``).
 
         Raises:
             OdetError: missing folders or names, malformed label lines, unreadable images, no images.
@@ -200,7 +129,15 @@ class YoloDetection(CocoDetection):
         image_dir = Path(image_dir)
         if not image_dir.is_dir():
             raise OdetError(f"image directory not found: {image_dir} (check data.root / image folder)")
-        self.labels_dir = Path(labels_dir) if labels_dir is not None else labels_dir_for(image_dir)
+        self.origin = origin or str(image_dir)
+        self.split_from_yaml = from_yaml
+        custom_labels = labels_dir is not None
+        try:
+            self.labels_dir = Path(labels_dir) if custom_labels else labels_dir_for(image_dir)
+        except OdetError:
+            if files is None:
+                raise
+            self.labels_dir = image_dir  # listed images outside an images/ folder: labels beside them
         if root is None:  # the folder holding the 'images' component (root/images/train → root)
             parts = image_dir.parts
             cut = max((i for i, part in enumerate(parts) if part == "images"), default=len(parts) - 1)
@@ -211,16 +148,21 @@ class YoloDetection(CocoDetection):
         else:
             self.names_file = None
         names = list(names)
-        files = sorted(p for p in image_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        if not files:
-            raise OdetError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {image_dir}")
+        if files is None:
+            files = images_in(image_dir, self.origin)
         images: list[dict[str, Any]] = []
         annotations: list[dict[str, Any]] = []
         for image_id, path in enumerate(files, start=1):
-            rel = path.relative_to(image_dir)
+            # an image listed from elsewhere keeps its absolute path
+            try:
+                rel = path.relative_to(image_dir)
+            except ValueError:
+                rel = path
             width, height = _image_size(path)
             images.append({"id": image_id, "file_name": rel.as_posix(), "width": width, "height": height})
-            label_file = (self.labels_dir / rel).with_suffix(".txt")
+            label_file = (
+                label_file_for(path) if not custom_labels else (self.labels_dir / rel).with_suffix(".txt")
+            )
             if not label_file.is_file():
                 continue
             for cls, box in _parse_label_file(label_file, len(names), width, height):

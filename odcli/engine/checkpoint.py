@@ -61,6 +61,7 @@ __all__ = [
     "read_meta",
     "save_checkpoint",
     "write_json_atomic",
+    "write_text_atomic",
 ]
 
 FORMAT = "odet-checkpoint/1"
@@ -134,7 +135,15 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
     Raises:
         OdetError: the file cannot be written (permissions, disk full, ...).
     """
-    text = json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
+    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically (temp file, fsync, rename).
+
+    Raises:
+        OdetError: the file cannot be written (permissions, disk full, ...).
+    """
     target = Path(path)
     try:
         with _atomic_target(target) as tmp:

@@ -242,13 +242,19 @@ def _fmt(x: float) -> str:
     return f"{x:.3f}"
 
 
-def render_eval_table(result: EvalResult, console: Console, *, columns: int = 3) -> None:
+def render_eval_table(
+    result: EvalResult, console: Console, *, columns: int = 3, all_classes: bool = False
+) -> None:
     """Print the summary metrics and the per-class AP table.
 
     Args:
         result: output of :func:`evaluate_coco`.
         console: where to print.
-        columns: (class, AP, AP50) column groups side by side in the per-class table.
+        columns: at most this many (class, AP, AP50) column groups side by side; fewer when the
+            console is too narrow to show every class name on one line.
+        all_classes: list every class of the model, also those without ground truth in the
+            evaluated images (their AP is undefined, shown as ``-``); by default only classes that
+            occur are listed.
     """
     summary = Table(
         title=f"COCO box metrics — {result.num_images} images, {result.num_detections} detections",
@@ -261,14 +267,20 @@ def render_eval_table(result: EvalResult, console: Console, *, columns: int = 3)
         summary.add_row(key, _describe(key), _fmt(value), style="bold" if key == "mAP" else None)
     console.print(summary)
 
-    if not result.per_class:
+    shown = [c for c in result.per_class if all_classes or not math.isnan(c[1])]
+    if not shown:
         return
+    # One group is the name, two 5-character numbers and rich's padding and borders (3 per column).
+    name_width = max(len(name) for name, _, _ in shown)
+    group_width = name_width + 2 * 5 + 3 * 3
+    fit = max(1, (console.width - 1) // group_width)
+    columns = max(1, min(columns, fit, len(shown)))
     table = Table(title="Per-class AP", title_justify="left")
     for _ in range(columns):
-        table.add_column("class")
-        table.add_column("AP", justify="right")
-        table.add_column("AP50", justify="right")
-    rows = [result.per_class[i : i + columns] for i in range(0, len(result.per_class), columns)]
+        table.add_column("class", no_wrap=True, min_width=name_width)
+        table.add_column("AP", justify="right", no_wrap=True)
+        table.add_column("AP50", justify="right", no_wrap=True)
+    rows = [shown[i : i + columns] for i in range(0, len(shown), columns)]
     for row in rows:
         cells: list[str] = []
         for name, ap, ap50 in row:
@@ -276,3 +288,9 @@ def render_eval_table(result: EvalResult, console: Console, *, columns: int = 3)
         cells += [""] * (3 * columns - len(cells))
         table.add_row(*cells)
     console.print(table)
+    if len(shown) < len(result.per_class):
+        console.print(
+            f"{len(shown)} of {len(result.per_class)} classes occur (--all-classes lists all)",
+            style="dim",
+            soft_wrap=True,
+        )

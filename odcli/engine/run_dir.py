@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from odcli.recipe import Recipe
+from odcli.recipe import RUN_RECIPE, Recipe, load_recipe, parse_override, recipe_changes
 
 LATEST_FILE = "latest.json"
 
@@ -30,12 +30,54 @@ def choose_run_dir(recipe: Recipe, *, resume: bool) -> Path:
 
 
 def record_latest(recipe: Recipe, run_dir: Path) -> None:
-    """Remember ``run_dir`` as the most recent run (read by infer/eval defaults)."""
+    """Remember ``run_dir`` as the most recent run (read by infer/eval defaults).
+
+    ``latest.json`` goes beside the run (its parent directory: ``train.output_dir`` unless
+    ``--run-dir`` chose another place), never into whatever directory the command was started from.
+    """
     from odcli.engine.checkpoint import write_json_atomic
 
     write_json_atomic(
-        runs_root(recipe) / LATEST_FILE, {"run_dir": str(run_dir.resolve()), "recipe": recipe.name}
+        run_dir.resolve().parent / LATEST_FILE, {"run_dir": str(run_dir.resolve()), "recipe": recipe.name}
     )
+
+
+def recipe_for_resume(recipe: Recipe, run_dir: Path, overrides: list[str]) -> tuple[Recipe, list[str]]:
+    """The recipe a resumed run continues with, and what to tell the user about it.
+
+    A run directory keeps the run's resolved recipe (``recipe.yaml``, written at its start with every
+    ``--set`` applied): resuming continues *that* run, whatever the recipe file says now. ``overrides``
+    given on resume change only the keys they name. Runs from before ``recipe.yaml`` existed (none in
+    the directory) resume with ``recipe`` itself, as before.
+
+    Args:
+        recipe: the recipe file given on the command line, with ``overrides`` applied.
+        run_dir: the run being resumed.
+        overrides: the ``--set section.key=value`` texts of this command.
+    Returns:
+        (the recipe to train with — named and located like ``recipe``, so new runs and messages
+        refer to the user's file —, lines describing each changed or ignored value).
+    """
+    stored = run_dir / RUN_RECIPE
+    if not stored.is_file():
+        return recipe, []
+    run = load_recipe(stored)
+    resumed = load_recipe(stored, overrides)
+    resumed.name, resumed.path = recipe.name, recipe.path
+    notes = [
+        f"--set {key}={new!r} on resume: was {old!r} in this run (from {stored})"
+        for key, old, new in recipe_changes(run, resumed)
+    ]
+    named = {f"{s}.{k}" for s, k, _ in (parse_override(text) for text in overrides)}
+    ignored = [k for k, _, _ in recipe_changes(resumed, recipe.with_absolute_paths()) if k not in named]
+    if ignored:
+        shown = ", ".join(ignored[:6]) + (f" (+{len(ignored) - 6} more)" if len(ignored) > 6 else "")
+        source = recipe.path.name if recipe.path else "the recipe"
+        notes.append(
+            f"note: continuing with the run's own settings from {stored}; {source} now differs in "
+            f"{shown} (pass --set to change a value on resume)"
+        )
+    return resumed, notes
 
 
 def default_weights(root: Path = Path("runs")) -> Path:

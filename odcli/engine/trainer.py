@@ -24,10 +24,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import random
+import shlex
 import shutil
 import signal
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -36,7 +37,6 @@ from typing import Any, NoReturn
 
 import numpy as np
 import torch
-import yaml
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -53,7 +53,8 @@ from odcli.data.loader import build_train_loader, iterate_batches, prepare_batch
 from odcli.data.pipelines import build_train_pipeline
 from odcli.data.stages import StagedPipeline
 from odcli.engine import distributed as dist
-from odcli.engine.checkpoint import load_checkpoint, save_checkpoint, write_json_atomic
+from odcli.engine.checkpoint import load_checkpoint, save_checkpoint, write_json_atomic, write_text_atomic
+from odcli.engine.console import TrainConsole
 from odcli.engine.ema import ModelEMA
 from odcli.engine.evaluate_model import eval_transforms
 from odcli.engine.metrics_log import MetricsLogger
@@ -67,7 +68,7 @@ from odcli.engine.schedules import (
 from odcli.errors import OdetError
 from odcli.models.detector import Detector
 from odcli.predictor import resolve_device
-from odcli.recipe import Recipe
+from odcli.recipe import RUN_RECIPE, Recipe, dump_recipe
 from odcli.zoo import build_from_config, input_spec_of
 
 LAST = "last.safetensors"
@@ -132,11 +133,12 @@ class Trainer:
     ):
         self.recipe = recipe
         self.run_dir = run_dir
-        self.console = console or Console()
+        self.console = console  # the screen (rich); self.out adds train.log and stderr
         tcfg, dcfg = recipe.train, recipe.data
         self.device = resolve_device(tcfg.device)
         dist.setup(tcfg.dist_backend, self.device.type)
         self.main = dist.is_main_process()
+        self.out = TrainConsole(console, enabled=self.main)
         self.rank, self.world = dist.rank(), dist.world_size()
         if self.world > 1 and self.device.type == "cuda":
             self.device = torch.device("cuda", dist.local_rank())
@@ -162,7 +164,7 @@ class Trainer:
 
             load_backbone_weights(self.model, recipe.resolve_path(backbone_weights))
             if self.main:
-                self.console.print(f"backbone initialised from {recipe.resolve_path(backbone_weights)}")
+                self.out.print(f"backbone initialised from {recipe.resolve_path(backbone_weights)}")
         if tcfg.init_weights and not resume:
             self._init_from(recipe.resolve_path(tcfg.init_weights))
 
@@ -186,8 +188,10 @@ class Trainer:
         self.sampler = self.loader.batch_sampler
         self.iters_per_epoch = self.sampler.batches_per_epoch
 
-        # Linear scaling with the *total* batch over all processes.
-        self.lr = tcfg.lr * total_batch / tcfg.base_batch_size
+        # Linear scaling with the images a step really holds over all processes: one process never
+        # holds more than the dataset (a short, only batch); several ranks pad their last global batch.
+        self.step_images = total_batch if self.world > 1 else min(total_batch, len(self.train_set))
+        self.lr = tcfg.lr * self.step_images / tcfg.base_batch_size
         groups = build_param_groups(
             self.model, weight_decay=tcfg.weight_decay, norm_decay=tcfg.norm_decay, bias_decay=tcfg.bias_decay
         )
@@ -272,7 +276,7 @@ class Trainer:
         forward = _LossForward(self.model)
         if self.world == 1:
             if tcfg.sync_bn and self.main:
-                self.console.print("note: train.sync_bn has no effect in a single process")
+                self.out.print("note: train.sync_bn has no effect in a single process")
             return forward
         if tcfg.sync_bn:
             if self.device.type != "cuda":
@@ -307,7 +311,7 @@ class Trainer:
             )
         self.model.load_state_dict(fitting, strict=False)
         if self.main:
-            self.console.print(f"initialised {len(fitting)}/{len(own)} tensors from {path}")
+            self.out.print(f"initialised {len(fitting)}/{len(own)} tensors from {path}")
 
     def _meta(self) -> dict[str, Any]:
         return {
@@ -399,7 +403,7 @@ class Trainer:
             skip = min(round(done * self.iters_per_epoch / max(old_ipe, 1)), self.iters_per_epoch)
             self.iter = self.epoch * self.iters_per_epoch + skip
             if self.main:
-                self.console.print(
+                self.out.print(
                     f"note: the total batch changed ({meta.get('total_batch')} → "
                     f"{self.recipe.data.batch_size * self.world}): lr and schedule follow the new batch; "
                     f"continuing at the same point of epoch {self.epoch + 1}, not bit-exactly"
@@ -421,7 +425,7 @@ class Trainer:
                 if self.iter > self.epoch * self.iters_per_epoch
                 else f", iteration {self.iter}"
             )
-            self.console.print(f"resumed from {path} at {where}")
+            self.out.print(f"resumed from {path} at {where}")
 
     def _restore_schedule(self, meta: dict[str, Any], same_layout: bool, extend_epochs: int | None) -> None:
         """Keep the checkpoint's lr schedule, or rebuild it (``--extend-epochs``, other batch size)."""
@@ -436,7 +440,7 @@ class Trainer:
             self.schedule = self._build_schedule(new_epochs)
             if self.main:
                 was = f"{before:.3g}" if before is not None else "?"
-                self.console.print(
+                self.out.print(
                     f"extending the run from {old_epochs} to {new_epochs} epochs (--extend-epochs "
                     f"{extend_epochs}): the lr schedule is rebuilt for {new_epochs} epochs "
                     f"({self.recipe.train.schedule}); lr at iteration {self.iter} was {was}, "
@@ -448,12 +452,12 @@ class Trainer:
             self.schedule = schedule_from_state_dict(saved)
         if old_epochs != self.recipe.train.epochs and self.main:
             if self.recipe.train.epochs <= self.epoch:
-                self.console.print(
+                self.out.print(
                     f"note: the run already has {self.epoch} epochs and train.epochs is "
                     f"{self.recipe.train.epochs}: nothing to train; use --extend-epochs N to train N more"
                 )
             else:
-                self.console.print(
+                self.out.print(
                     f"note: train.epochs is {self.recipe.train.epochs} but the run's lr schedule was built "
                     f"for {old_epochs}; it is kept as it was (--extend-epochs N rebuilds it for more epochs)"
                 )
@@ -494,7 +498,7 @@ class Trainer:
         if not isinstance(pipeline, StagedPipeline) or len(pipeline) < 2:
             if self.main and not getattr(self, "_switch_noted", False):
                 self._switch_noted = True
-                self.console.print(
+                self.out.print(
                     f"note: train.switch_epoch={switch} has no effect: data.train_pipeline "
                     f"{self.recipe.data.train_pipeline!r} has a single stage (rtmdet_strong has two)"
                 )
@@ -503,7 +507,7 @@ class Trainer:
         if pipeline.stage != wanted:
             pipeline.set_stage(wanted)
             if self.main:
-                self.console.print(
+                self.out.print(
                     f"switching to the {wanted} pipeline at epoch {epoch + 1} (train.switch_epoch={switch})"
                 )
 
@@ -612,7 +616,7 @@ class Trainer:
         )
         self.last_eval = result
         if self.main:
-            render_eval_table(result, self.console)
+            self.out.render(lambda console: render_eval_table(result, console))
         return float(result.stats["mAP"])
 
     def _evaluate_everywhere(self) -> float:
@@ -621,12 +625,15 @@ class Trainer:
         return float(dist.broadcast_object(mean_ap))
 
     def _prepare_run_dir(self) -> None:
+        """Create the run directory, write the run's resolved ``recipe.yaml`` (what ``--resume``
+        continues from) and start ``train.log``."""
         if not self.main:
             return
         self._created_run_dir = not self.run_dir.exists()
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "recipe.yaml").write_text(yaml.safe_dump(self.recipe.to_dict(), sort_keys=False))
+            write_text_atomic(self.run_dir / RUN_RECIPE, dump_recipe(self.recipe.with_absolute_paths()))
+            self.out.open_log(self.run_dir)
         except OSError as exc:
             raise OdetError(
                 f"cannot write the run directory {self.run_dir}: {exc.strerror or exc}; "
@@ -634,17 +641,25 @@ class Trainer:
             ) from None
 
     def _install_signal_handlers(self) -> dict[int, Any]:
-        """SIGINT/SIGTERM → finish the current step, save ``last``, stop. A second one stops at once."""
+        """SIGINT/SIGTERM → finish the current step, save ``last``, stop. A second one stops at once.
+
+        Only this process acts on them: DataLoader workers are forked with this handler, and a
+        terminal's Ctrl-C reaches every process of the group, so each worker would otherwise announce
+        the stop again. Workers go on producing batches until this process shuts the loader down.
+        """
+        owner = os.getpid()
 
         def request_stop(signum: int, _frame: Any) -> None:
+            if os.getpid() != owner:
+                return
             if self._stop_signal is not None:
                 raise KeyboardInterrupt
             self._stop_signal = signal.Signals(signum).name
-            if self.main:
-                sys.stderr.write(
-                    f"\n{self._stop_signal}: stopping after this step and saving {self.run_dir / LAST} "
-                    "(press Ctrl-C again to stop at once, without saving)\n"
-                )
+            # Written directly (the handler may interrupt a rich print); never raises on a closed pipe.
+            self.out.warn(
+                f"\n{self._stop_signal}: stopping after this step and saving {self.run_dir / LAST} "
+                "(press Ctrl-C again to stop at once, without saving)"
+            )
 
         previous: dict[int, Any] = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -658,6 +673,7 @@ class Trainer:
         behind (a longer one keeps its logs: they may explain the failure)."""
         if self.main and self._created_run_dir and not self._wrote_checkpoint and self.epoch == first_epoch:
             self.metrics.close()
+            self.out.close()
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def fit(self) -> Path:
@@ -683,7 +699,8 @@ class Trainer:
         )
         previous = self._install_signal_handlers()
         try:
-            with Progress(*columns, console=self.console, disable=not self.main, transient=False) as progress:
+            bar = Progress(*columns, console=self.out.screen, disable=not self.main, transient=False)
+            with bar as progress:
                 task = progress.add_task(
                     "train", total=self.total_iters, completed=self.iter, epoch=0, stats=""
                 )
@@ -696,13 +713,10 @@ class Trainer:
         except _StopRequested:
             path = self.save_last()
             name = self._stop_signal or "SIGINT"
-            if self.main:
-                self.console.print(
-                    f"stopped by {name} after iteration {self.iter} (epoch {self.epoch + 1}): state saved to "
-                    f"{path}; continue with: odet train {self.recipe.path or 'RECIPE'} --resume "
-                    f"--run-dir {self.run_dir}",
-                    soft_wrap=True,
-                )
+            self.out.warn(
+                f"stopped by {name} after iteration {self.iter} (epoch {self.epoch + 1}): state saved to "
+                f"{path}; continue with: {self.resume_command()}"
+            )
             raise SystemExit(128 + int(getattr(signal, name, signal.SIGINT))) from None
         except Exception:
             self._cleanup_failed_run(first_epoch)
@@ -711,8 +725,14 @@ class Trainer:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self.metrics.close()
+            self.out.close()
         best = self.run_dir / BEST
         return best if best.exists() else self.run_dir / LAST
+
+    def resume_command(self) -> str:
+        """The command that continues this run exactly (its settings come from the run's recipe.yaml)."""
+        recipe = shlex.quote(str(self.recipe.path)) if self.recipe.path else "RECIPE"
+        return f"odet train {recipe} --resume --run-dir {shlex.quote(str(self.run_dir))}"
 
     def _print_header(self) -> None:
         tcfg = self.recipe.train
@@ -725,19 +745,41 @@ class Trainer:
             where += ", SyncBN)" if tcfg.sync_bn else ")"
         if self.use_amp:
             where += f" · amp {tcfg.amp_dtype}"
-        self.console.print(
+        self.out.print(
             f"[bold]{self.model.arch}[/] · {len(self.classes)} classes · {len(self.train_set)} train / "
             f"{len(self.val_set)} val images · {where} · torch threads {torch.get_num_threads()}\n"
-            f"lr {self.lr:.6g} = {tcfg.lr:g} × total batch {total_batch} / {tcfg.base_batch_size} · "
+            f"lr {self.lr:.6g} = {tcfg.lr:g} × {self.step_images} images per step / {tcfg.base_batch_size} · "
             f"{tcfg.epochs} epochs × {self.iters_per_epoch} iterations · run dir {self.run_dir}"
         )
+        if self.step_images < total_batch:
+            self.out.print(
+                f"note: data.batch_size {self.recipe.data.batch_size} is larger than the "
+                f"{len(self.train_set)} training images: each step holds {self.step_images}, and the lr "
+                "is scaled for that"
+            )
+        shared = self._validation_images_in_training()
+        if shared:
+            self.out.print(
+                f"warning: {shared} of the {len(self.val_set)} validation images ({self.val_set.origin}) are "
+                f"training images ({self.train_set.origin}): the evaluations measure memorisation, not "
+                "generalisation; point val at held-out images (or set data.val_images to train's to mean it)"
+            )
         if self.train_set.dropped_boxes:
-            self.console.print(
+            self.out.print(
                 f"dropped {self.train_set.dropped_boxes} degenerate boxes (zero width/height) from the "
                 f"training annotations; {self.train_set.crowd_boxes} crowd boxes are not trained on"
             )
         if self.metrics.tensorboard_dir is not None:
-            self.console.print(f"tensorboard --logdir {self.metrics.tensorboard_dir}")
+            self.out.print(f"tensorboard --logdir {self.metrics.tensorboard_dir}")
+
+    def _validation_images_in_training(self) -> int:
+        """How many validation images are also training images, when a data.yaml (not the recipe)
+        chose the splits; 0 otherwise (a recipe naming the same images for both means it)."""
+        chosen_by_yaml = (getattr(ds, "split_from_yaml", False) for ds in (self.train_set, self.val_set))
+        if not any(chosen_by_yaml):
+            return 0
+        train = {self.train_set.image_path(i).resolve() for i in range(len(self.train_set))}
+        return sum(self.val_set.image_path(i).resolve() in train for i in range(len(self.val_set)))
 
     def _end_epoch(self, progress: Progress) -> None:
         """Epoch bookkeeping after its last step: evaluation, best/last checkpoints, epoch record."""
@@ -803,9 +845,8 @@ class Trainer:
             progress.update(task, advance=1, epoch=f"{self.epoch + 1}/{tcfg.epochs}", stats=stats)
             if self.iter % tcfg.log_interval == 0:
                 self._log_iteration(losses, lr, data_time, time.perf_counter() - t_step)
-                if self.main and not self.console.is_terminal:  # logs and CI: no live bar, print lines
-                    line = f"epoch {self.epoch + 1}/{tcfg.epochs} iter {self.iter}/{self.total_iters} {stats}"
-                    self.console.print(line, soft_wrap=True)
+                where = f"epoch {self.epoch + 1}/{tcfg.epochs} iter {self.iter}/{self.total_iters}"
+                self.out.log_line(f"{where} {stats}")
             if tcfg.checkpoint_every_iters and self.iter % tcfg.checkpoint_every_iters == 0:
                 self.save_last()
             if self._stop_signal is not None and self.world == 1:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from odcli.assigners.atss import ATSSAssigner
 from odcli.assigners.task_aligned import TaskAlignedAssigner
+from odcli.config_checks import at_least, check_bn, check_input, check_test, in_range, int_list, require
 from odcli.errors import OdetError
 from odcli.models.backbones.cspresnet import CSPResNet
 from odcli.models.detector import Detector, InputSpec
@@ -120,6 +121,34 @@ class PPYOLOEConfig:
                 setattr(self, key, list(value) if isinstance(value, list) else value)
         if self.interpolation not in ("bilinear", "cubic"):
             raise OdetError(f"model.interpolation must be 'bilinear' or 'cubic', got {self.interpolation!r}")
+        self._check_values()
+
+    def _check_values(self) -> None:
+        """Values the network or the assigners cannot use fail here, as one line, not in a run."""
+        at_least("model.num_classes", self.num_classes, 1)
+        require(self.width_mult > 0, "model.width_mult", self.width_mult, "> 0")
+        require(self.depth_mult > 0, "model.depth_mult", self.depth_mult, "> 0")
+        check_bn(self)
+        # The backbone's 4 stages (stem width + one per stage) feed the neck its 3 coarsest outputs.
+        int_list("model.backbone_layers", self.backbone_layers, length=4, what=" (blocks per backbone stage)")
+        int_list("model.backbone_channels", self.backbone_channels, length=5, what=" (stem, then each stage)")
+        int_list(
+            "model.neck_out_channels",
+            self.neck_out_channels,
+            length=3,
+            what=" (one per level, coarsest first)",
+        )
+        for name in ("neck_block_num", "neck_stage_num", "reg_max"):
+            at_least(f"model.{name}", getattr(self, name), 1)
+        require(self.grid_cell_scale > 0, "model.grid_cell_scale", self.grid_cell_scale, "> 0")
+        in_range("model.grid_cell_offset", self.grid_cell_offset, 0.0, 1.0)
+        check_input(self)
+        at_least("model.static_assigner_epoch", self.static_assigner_epoch, 0)
+        # Paddle's topk refuses k < 1 in both of upstream's assigners.
+        at_least("model.atss_topk", self.atss_topk, 1)
+        at_least("model.tal_topk", self.tal_topk, 1)
+        # Paddle's MultiClassNMS: nms_top_k -1 keeps every candidate; 0 would keep none.
+        check_test(self, pre_key="nms_top_k", keep_all=-1)
 
 
 def build_ppyoloe(cfg: PPYOLOEConfig) -> Detector:

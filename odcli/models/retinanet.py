@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from odcli.assigners.max_iou import MaxIoUAssigner
+from odcli.config_checks import at_least, check_input, check_test, in_range, int_list, number_list, require
 from odcli.errors import OdetError
 from odcli.models.backbones.resnet import ResNet
 from odcli.models.detector import Detector, InputSpec
@@ -76,6 +77,29 @@ class RetinaNetConfig:
     nms_iou_thr: float = 0.5
     max_per_img: int = 100
     min_bbox_size: float = 0.0
+
+    def __post_init__(self) -> None:
+        # Values the network, the anchors or the assigner cannot use fail here, as one line, not in a run.
+        at_least("model.num_classes", self.num_classes, 1)
+        for name in ("fpn_channels", "feat_channels", "fpn_num_outs", "scales_per_octave", "size_divisor"):
+            at_least(f"model.{name}", getattr(self, name), 1)
+        at_least("model.stacked_convs", self.stacked_convs, 0)
+        # ResNet gives 4 stages (C2..C5); the FPN starts at one of them.
+        in_range("model.fpn_start_level", self.fpn_start_level, 0, 3)
+        in_range("model.prior_prob", self.prior_prob, 0.0, 1.0, low_open=True, high_open=True)
+        int_list("model.anchor_strides", self.anchor_strides, what=" (pixels, one per FPN level)")
+        require(self.octave_base_scale > 0, "model.octave_base_scale", self.octave_base_scale, "> 0")
+        require(
+            len(self.anchor_ratios) > 0 and all(r > 0 for r in self.anchor_ratios),
+            "model.anchor_ratios", self.anchor_ratios, "a non-empty list of positive h/w ratios",
+        )  # fmt: skip
+        number_list("model.coder_means", self.coder_means, length=4, what=" (dx, dy, dw, dh)")
+        number_list("model.coder_stds", self.coder_stds, length=4, positive=True, what=" (dx, dy, dw, dh)")
+        in_range("model.wh_ratio_clip", self.wh_ratio_clip, 0.0, 1.0, low_open=True, high_open=True)
+        check_input(self)
+        for name in ("pos_iou_thr", "neg_iou_thr", "min_pos_iou"):
+            in_range(f"model.{name}", getattr(self, name), 0.0, 1.0)
+        check_test(self)
 
 
 def build_retinanet(cfg: RetinaNetConfig) -> Detector:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from odcli.assigners.dynamic_soft_label import DynamicSoftLabelAssigner
+from odcli.config_checks import at_least, check_bn, check_input, check_test, require
 from odcli.models.backbones.cspnext import CSPNeXt
 from odcli.models.detector import Detector, InputSpec
 from odcli.models.heads.rtmdet_sepbn import RTMDetSepBNHead
@@ -73,6 +74,17 @@ class RTMDetConfig:
     nms_iou_thr: float = 0.65
     max_per_img: int = 300
     min_bbox_size: float = 0.0
+
+    def __post_init__(self) -> None:
+        # Values the network or the assigner cannot use fail here, as one line, not in a run.
+        at_least("model.num_classes", self.num_classes, 1)
+        require(self.expand_ratio > 0, "model.expand_ratio", self.expand_ratio, "> 0 (upstream 0.5)")
+        at_least("model.stacked_convs", self.stacked_convs, 0)
+        check_bn(self)
+        check_input(self)
+        # Upstream sums the top-k IoUs of each GT; k = 0 still gives every GT one prior, k < 0 fails.
+        at_least("model.assigner_topk", self.assigner_topk, 0)
+        check_test(self)
 
 
 def build_rtmdet(cfg: RTMDetConfig) -> Detector:
