@@ -44,8 +44,8 @@ import torch
 from odcli.data import CachedMixUp, CachedMosaic, CocoDetection, build_dataset, build_loader
 from odcli.data.mix import DatasetPartners
 from odcli.data.pipelines import build_train_pipeline
+from odcli.models.zoo import input_spec_of
 from odcli.recipe import load_recipe
-from odcli.zoo import input_spec_of
 
 REPO = Path(__file__).resolve().parents[1]
 Transform = Callable[[dict, np.random.Generator], dict]

@@ -20,7 +20,11 @@ from typing import Any
 __version__ = "0.1.0"
 __all__ = ["__version__", "build_detector", "list_models", "load_weights"]
 
-_LAZY = {"build_detector": "odcli.zoo", "list_models": "odcli.zoo", "load_weights": "odcli.weights"}
+_LAZY = {
+    "build_detector": "odcli.recipe",
+    "list_models": "odcli.models.zoo",
+    "load_weights": "odcli.weights.load",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -38,8 +38,8 @@ from odcli.data import (
 from odcli.data.mix import DatasetPartners, blend_half
 from odcli.data.pipelines import build_train_pipeline
 from odcli.errors import OdetError
+from odcli.models.zoo import input_spec_of
 from odcli.recipe import load_recipe
-from odcli.zoo import input_spec_of
 from tests.conftest import coco8_class_names, write_yolo_dataset
 
 REPO = Path(__file__).resolve().parents[1]

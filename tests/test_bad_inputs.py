@@ -55,8 +55,8 @@ def _train(tmp: Path, *extra: str, root: Path | None = None) -> list[str]:
 def _weights(tmp: Path, arch: str = "rtmdet_tiny") -> Path:
     """A real odet checkpoint of ``arch`` (random weights)."""
     from odcli.data.coco_classes import COCO_CLASSES
-    from odcli.engine.checkpoint import save_checkpoint
-    from odcli.zoo import build_detector
+    from odcli.recipe import build_detector
+    from odcli.weights.checkpoint import save_checkpoint
 
     model = build_detector(arch, num_classes=80)
     path = tmp / "weights" / f"{arch}.safetensors"
@@ -247,7 +247,7 @@ def _resume_nothing(tmp: Path) -> tuple[list[str], list[str]]:
 
 @case("resume_checkpoint_of_other_architecture")
 def _resume_arch(tmp: Path) -> tuple[list[str], list[str]]:
-    from odcli.engine.checkpoint import save_checkpoint
+    from odcli.weights.checkpoint import save_checkpoint
 
     meta = {"arch": "retinanet_r18", "epoch": 1}
     save_checkpoint(tmp / "run" / "last.safetensors", model_state={}, meta=meta)
@@ -292,7 +292,7 @@ def _extend_zero(tmp: Path) -> tuple[list[str], list[str]]:
 
 @case("init_weights_of_other_architecture")
 def _init_arch(tmp: Path) -> tuple[list[str], list[str]]:
-    from odcli.engine.checkpoint import save_checkpoint
+    from odcli.weights.checkpoint import save_checkpoint
 
     path = tmp / "weights" / "other.safetensors"
     save_checkpoint(path, model_state={"w": __import__("torch").zeros(2)}, meta={"arch": "other"})

@@ -50,7 +50,7 @@ def test_convert_gives_the_same_model_as_the_pth(converted: Path) -> None:
         assert via_file[key].dtype == value.dtype, key
         assert torch.equal(via_file[key], value), key
 
-    from odcli.engine.checkpoint import read_meta
+    from odcli.weights.checkpoint import read_meta
 
     meta = read_meta(converted)
     assert meta["arch"] == "rtmdet_tiny"

@@ -38,8 +38,8 @@ from pathlib import Path
 
 import torch
 
-from odcli.engine.checkpoint import load_checkpoint, save_checkpoint
-from odcli.zoo import build_detector
+from odcli.recipe import build_detector
+from odcli.weights.checkpoint import load_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "recipes" / "demo.yaml"
@@ -106,7 +106,7 @@ def test_two_processes_match_one_process_with_the_doubled_batch(tmp_path: Path) 
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     # `torchrun --standalone --nproc_per_node 2 -m odcli train …`, through the launcher `--gpus` uses.
     argv = ["train", *args, "--set", "data.batch_size=1", "--run-dir", str(ddp)]
-    launcher = f"from odcli.engine.distributed import launch; launch(2, {argv!r})"
+    launcher = f"from odcli.runtime.distributed import launch; launch(2, {argv!r})"
     out = _run([sys.executable, "-c", launcher], tmp_path)
     assert "× 2 processes (DDP, gloo)" in out and "lr 0.001 = 0.001 × 2 images per step / 2" in out
     assert out.count("done: best checkpoint") == 1  # only rank 0 reports (and writes)
@@ -128,7 +128,7 @@ def test_two_processes_match_one_process_with_the_doubled_batch(tmp_path: Path) 
 def test_a_failing_process_stops_the_launch_with_one_line(tmp_path: Path) -> None:
     code = (
         "import sys\n"
-        "from odcli.engine.distributed import launch\n"
+        "from odcli.runtime.distributed import launch\n"
         "from odcli.errors import OdetError\n"
         "try:\n"
         "    launch(2, ['train', 'nowhere.yaml'])\n"

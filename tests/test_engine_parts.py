@@ -15,10 +15,7 @@ from pycocotools.coco import COCO
 from rich.console import Console
 from torch import nn
 
-from odcli.engine import checkpoint as ckpt_mod
-from odcli.engine.checkpoint import load_checkpoint, read_meta, save_checkpoint, write_json_atomic
 from odcli.engine.ema import ModelEMA
-from odcli.engine.evaluate import detections_to_coco, evaluate_coco, render_eval_table
 from odcli.engine.schedules import (
     FlatCosineSchedule,
     MultiStepSchedule,
@@ -26,6 +23,9 @@ from odcli.engine.schedules import (
     schedule_from_state_dict,
 )
 from odcli.errors import OdetError
+from odcli.evaluation.coco import detections_to_coco, evaluate_coco, render_eval_table
+from odcli.weights import checkpoint as ckpt_mod
+from odcli.weights.checkpoint import load_checkpoint, read_meta, save_checkpoint, write_json_atomic
 from tests.conftest import COCO128, require
 
 # ----------------------------------------------------------------------------------------------

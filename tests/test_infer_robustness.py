@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 import odcli
 from odcli.cli.main import app
-from odcli.engine.checkpoint import save_checkpoint
+from odcli.weights.checkpoint import save_checkpoint
 from tests.conftest import COCO128, MMDET_REF, REPO, require
 
 COCO8 = REPO / "recipes" / "data" / "coco8"
@@ -39,7 +39,7 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
     from dataclasses import asdict
 
-    from odcli.zoo import model_config
+    from odcli.models.zoo import model_config
 
     settings = {"test_scale": [160, 160], "nms_pre": 200, "max_per_img": 20, "reg_bias_init": 1.0}
     model = odcli.build_detector("rtmdet_tiny", **settings)

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 import odcli
 from odcli.cli.main import app
-from odcli.engine.checkpoint import save_checkpoint
-from odcli.sources import is_video_source, parse_source
+from odcli.inference.sources import is_video_source, parse_source
+from odcli.weights.checkpoint import save_checkpoint
 
 from .conftest import COCO128, require
 
@@ -23,7 +23,7 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random RTMDet-tiny checkpoint at 160 px with a low threshold (fast on CPU)."""
     from dataclasses import asdict
 
-    from odcli.zoo import model_config
+    from odcli.models.zoo import model_config
 
     cfg = model_config("rtmdet_tiny", test_scale=[160, 160], nms_pre=200, max_per_img=20)
     model = odcli.build_detector("rtmdet_tiny", test_scale=[160, 160], nms_pre=200, max_per_img=20)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from odcli.postprocess import select_topk
+from odcli.boxes.postprocess import select_topk
 
 
 def test_select_topk_hand_computed() -> None:

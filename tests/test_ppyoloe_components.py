@@ -14,12 +14,12 @@ import torch
 import odcli
 from odcli.assigners.atss import ATSSAssigner
 from odcli.assigners.task_aligned import TaskAlignedAssigner
-from odcli.boxes import aligned_giou_eps_added, pairwise_iou
+from odcli.boxes.overlaps import aligned_giou_eps_added, pairwise_iou
+from odcli.boxes.postprocess import NMSConfig, multiclass_nms
 from odcli.errors import OdetError
 from odcli.losses.distribution_focal import distribution_focal_loss
 from odcli.losses.varifocal import varifocal_loss
 from odcli.models.layers import ChannelAttention, RepVGGBlock
-from odcli.postprocess import NMSConfig, multiclass_nms
 from tests.conftest import PPDET_REF, require
 
 COMPONENTS = PPDET_REF / "components"
@@ -219,7 +219,7 @@ def test_bn_folding_for_inference_keeps_outputs() -> None:
 
 # -------------------------------------------------------------------------------- configuration
 def test_variants_resolve_upstream_settings() -> None:
-    from odcli.zoo import model_config
+    from odcli.models.zoo import model_config
 
     base, plus = model_config("ppyoloe_l"), model_config("ppyoloe_plus_l")
     assert (base.plus, plus.plus) == (False, True)
@@ -277,7 +277,7 @@ class _Evil:
 
 
 def test_pdparams_reader_refuses_code_and_runs_nothing(tmp_path: Path) -> None:
-    from odcli.convert.ppdet import read_pdparams
+    from odcli.weights.ppdet import read_pdparams
 
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.pdparams"
@@ -296,7 +296,7 @@ def test_pdparams_reader_refuses_code_and_runs_nothing(tmp_path: Path) -> None:
 
 
 def test_pdparams_reader_reads_plain_arrays_and_rejects_junk(tmp_path: Path) -> None:
-    from odcli.convert.ppdet import PADDLE_NAME_TABLE_KEY, read_pdparams
+    from odcli.weights.ppdet import PADDLE_NAME_TABLE_KEY, read_pdparams
 
     good = tmp_path / "ok.pdparams"
     arrays = {"a.weight": np.arange(6, dtype=np.float32).reshape(2, 3), "b._mean": np.ones(2, np.float32)}
@@ -314,7 +314,7 @@ def test_pdparams_reader_reads_plain_arrays_and_rejects_junk(tmp_path: Path) -> 
 
 
 def test_paddle_linear_weights_are_transposed() -> None:
-    from odcli.convert.ppdet import ppdet_to_odet
+    from odcli.weights.ppdet import ppdet_to_odet
 
     w = np.arange(6, dtype=np.float32).reshape(2, 3)  # Paddle Linear: [in, out]
     arrays = {"fc.weight": w, "bn._mean": np.zeros(3, np.float32), "bn._variance": np.ones(3, np.float32)}
@@ -326,8 +326,8 @@ def test_paddle_linear_weights_are_transposed() -> None:
 # ------------------------------------------------------------------------------------- recipes
 @pytest.mark.parametrize("size", ["s", "m", "l", "x", "plus_s", "plus_m", "plus_l", "plus_x"])
 def test_recipes_hold_upstream_settings(size: str) -> None:
+    from odcli.models.zoo import model_config
     from odcli.recipe import load_recipe
-    from odcli.zoo import model_config
     from tests.conftest import REPO
 
     recipe = load_recipe(REPO / "recipes" / f"ppyoloe_{size}.yaml")

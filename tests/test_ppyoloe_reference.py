@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import odcli
-from odcli.boxes import pairwise_iou
+from odcli.boxes.overlaps import pairwise_iou
 from odcli.models.fuse import reparameterize
 from tests.conftest import COCO128, PPDET_REF, require
 
@@ -87,7 +87,7 @@ def _ref_file(name: str) -> Path:
 
 # ----------------------------------------------------------------------------------- conversion
 def test_pdparams_converts_key_for_key() -> None:
-    from odcli.convert.ppdet import ppyoloe_from_ppdet, read_pdparams
+    from odcli.weights.ppdet import ppyoloe_from_ppdet, read_pdparams
 
     keys = json.loads(require(_ref_file("state_dict_keys.json")).read_text())["keys"]
     state = ppyoloe_from_ppdet(read_pdparams(_ref_file("model.pdparams")))
@@ -125,7 +125,7 @@ def test_deployed_keys_equal_upstream_deploy_keys(ppyoloe_ref: dict) -> None:
 def test_preprocessing_reproduces_upstream_inputs(ppyoloe_ref: dict) -> None:
     from odcli.data import collate, read_image
     from odcli.data.loader import prepare_batch
-    from odcli.predictor import Predictor
+    from odcli.inference.predictor import Predictor
 
     model = ppyoloe_ref["model"]
     predictor = Predictor(model)
@@ -277,7 +277,7 @@ def converted_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
 def test_cli_conversion_records_source_and_deploy(
     converted_pair: tuple[Path, Path], ppyoloe_ref: dict
 ) -> None:
-    from odcli.engine.checkpoint import read_meta
+    from odcli.weights.checkpoint import read_meta
 
     plain, deployed = converted_pair
     meta_plain, meta_deployed = read_meta(plain), read_meta(deployed)
@@ -295,8 +295,8 @@ def test_cli_conversion_records_source_and_deploy(
 def test_deployed_checkpoint_loads_for_inference(
     converted_pair: tuple[Path, Path], ppyoloe_ref: dict
 ) -> None:
+    from odcli.inference.predictor import load_model
     from odcli.models.layers import RepVGGBlock
-    from odcli.predictor import load_model
 
     loaded = load_model(converted_pair[1], device="cpu", optimize=False)
     blocks = [m for m in loaded.model.modules() if isinstance(m, RepVGGBlock)]

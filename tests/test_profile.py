@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 import odcli
 from odcli.cli.main import app
-from odcli.profiling import count_macs, count_parameters
+from odcli.inference.profiling import count_macs, count_parameters
 
 
 def test_rtmdet_tiny_macs_equal_upstream_count() -> None:

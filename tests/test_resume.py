@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from odcli.data.loader import ShardedBatchSampler
-from odcli.engine.checkpoint import load_checkpoint, read_meta
+from odcli.weights.checkpoint import load_checkpoint, read_meta
 from tests.conftest import DEMO, small_demo_args
 
 ITERS_PER_EPOCH = 4  # 8 images, batch 2

@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 
 import odcli
 from odcli.assigners import MaxIoUAssigner
-from odcli.coders import box_to_delta, delta_to_box
+from odcli.boxes.coders import box_to_delta, delta_to_box
+from odcli.boxes.priors import AnchorConfig, anchor_valid_flags, base_anchors, multilevel_anchors
 from odcli.errors import OdetError
 from odcli.losses import l1_loss, sigmoid_focal_loss
-from odcli.priors import AnchorConfig, anchor_valid_flags, base_anchors, multilevel_anchors
 
 from .conftest import MMDET_REF, require
 
@@ -270,7 +270,7 @@ def fake_imagenet(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]
 
 
 def test_backbone_weights_from_torchvision_checkpoint(fake_imagenet: tuple[Path, dict]) -> None:
-    from odcli.weights import load_backbone_weights
+    from odcli.weights.load import load_backbone_weights
 
     path, state = fake_imagenet
     model = odcli.build_detector("retinanet_r18")
@@ -284,8 +284,8 @@ def test_backbone_weights_from_torchvision_checkpoint(fake_imagenet: tuple[Path,
 
 def test_convert_weights_from_torchvision(fake_imagenet: tuple[Path, dict], tmp_path: Path) -> None:
     from odcli.cli.main import app
-    from odcli.engine.checkpoint import read_meta
-    from odcli.weights import load_backbone_weights
+    from odcli.weights.checkpoint import read_meta
+    from odcli.weights.load import load_backbone_weights
 
     path, state = fake_imagenet
     out = tmp_path / "resnet18.safetensors"
@@ -307,7 +307,7 @@ def test_convert_weights_from_torchvision(fake_imagenet: tuple[Path, dict], tmp_
 
 
 def test_missing_backbone_weights_is_one_line(tmp_path: Path) -> None:
-    from odcli.weights import load_backbone_weights
+    from odcli.weights.load import load_backbone_weights
 
     with pytest.raises(OdetError) as err:
         load_backbone_weights(odcli.build_detector("retinanet_r18"), tmp_path / "resnet18.pth")
@@ -317,10 +317,11 @@ def test_missing_backbone_weights_is_one_line(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------ pipeline
 def test_retinanet_train_pipeline_resizes_and_does_not_pad() -> None:
     from odcli.data.pipelines import build_train_pipeline
+    from odcli.models.zoo import input_spec_of
     from odcli.recipe import load_recipe
 
     recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "retinanet_r18.yaml")
-    pipeline = build_train_pipeline(recipe.data, odcli.zoo.input_spec_of(recipe.model))
+    pipeline = build_train_pipeline(recipe.data, input_spec_of(recipe.model))
     sample = {
         "img": np.zeros((480, 640, 3), np.uint8),
         "boxes": np.array([[10, 20, 110, 220]], np.float32),

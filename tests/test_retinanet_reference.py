@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 import odcli
-from odcli.boxes import pairwise_iou
+from odcli.boxes.overlaps import pairwise_iou
 from odcli.errors import OdetError
 
 from .conftest import MMDET_REF, require

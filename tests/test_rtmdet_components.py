@@ -9,9 +9,9 @@ import torch
 from safetensors.torch import load_file
 
 from odcli.assigners import DynamicSoftLabelAssigner
-from odcli.coders import box_to_distance, distance_to_box
+from odcli.boxes.coders import box_to_distance, distance_to_box
+from odcli.boxes.priors import multilevel_points
 from odcli.losses import giou_loss, quality_focal_loss
-from odcli.priors import multilevel_points
 
 from .conftest import MMDET_REF, require
 
@@ -142,8 +142,8 @@ def test_regression_bias_init_sets_the_first_boxes(reg_bias_init: float) -> None
     their GT by ~0.002 IoU, which is also their GIoU loss weight, so box learning barely starts.
     ``reg_bias_init=1`` starts each box one stride from its point per side: positives overlap by
     ≥ 0.1 and the boxes learn from the first step (recipes/demo.yaml)."""
+    from odcli.boxes.targets import pad_targets
     from odcli.models.rtmdet import RTMDetConfig, build_rtmdet
-    from odcli.targets import pad_targets
 
     torch.manual_seed(0)
     model = build_rtmdet(RTMDetConfig(num_classes=3, reg_bias_init=reg_bias_init)).train()

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 import odcli
-from odcli.boxes import pairwise_iou
+from odcli.boxes.overlaps import pairwise_iou
 from odcli.errors import OdetError
 
 PUBLISHED_PARAMS = {  # total parameters, 80 classes (tiny exact from the reference, others published)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from odcli.engine.checkpoint import read_meta
+from odcli.weights.checkpoint import read_meta
 from tests.conftest import DEMO, small_demo_args
 
 EPOCHS = 6  # 8 images, batch 2: 4 iterations per epoch

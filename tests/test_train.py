@@ -8,7 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from odcli.cli.main import app
-from odcli.engine.checkpoint import load_checkpoint, read_meta
+from odcli.weights.checkpoint import load_checkpoint, read_meta
 from tests.conftest import DEMO, small_demo_args
 
 REPO = Path(__file__).resolve().parents[1]

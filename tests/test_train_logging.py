@@ -11,8 +11,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from odcli.cli.main import app
-from odcli.engine.checkpoint import read_meta
 from odcli.engine.metrics_log import MetricsLogger
+from odcli.weights.checkpoint import read_meta
 from tests.conftest import DEMO, small_demo_args
 
 FAST = [

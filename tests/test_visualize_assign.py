@@ -12,10 +12,10 @@ import torch
 from typer.testing import CliRunner
 
 from odcli.assigners.max_iou import MaxIoUAssigner
-from odcli.cli.assign import parse_boxes
+from odcli.boxes.priors import AnchorConfig, multilevel_anchors
 from odcli.cli.main import app
+from odcli.cli.visualize_assign import parse_boxes
 from odcli.errors import OdetError
-from odcli.priors import AnchorConfig, multilevel_anchors
 
 from .conftest import COCO128, require
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 
 from odcli.assigners.result import AssignResult
-from odcli.boxes import aligned_iou_eps_added, pairwise_iou_eps_added, points_inside_boxes_eps
+from odcli.boxes.overlaps import aligned_iou_eps_added, pairwise_iou_eps_added, points_inside_boxes_eps
 
 
 class ATSSAssigner:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from odcli.assigners.result import AssignResult
-from odcli.boxes import pairwise_iou, points_inside_boxes
+from odcli.boxes.overlaps import pairwise_iou, points_inside_boxes
 
 _LOG_EPS = 1e-7
 

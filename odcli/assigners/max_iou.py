@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from odcli.assigners.result import AssignResult
-from odcli.boxes import pairwise_iou
+from odcli.boxes.overlaps import pairwise_iou
 
 
 class MaxIoUAssigner:

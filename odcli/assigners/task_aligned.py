@@ -20,7 +20,7 @@ import torch
 
 from odcli.assigners.atss import _resolve_multiple
 from odcli.assigners.result import AssignResult
-from odcli.boxes import pairwise_iou_eps_added, points_inside_boxes_eps
+from odcli.boxes.overlaps import pairwise_iou_eps_added, points_inside_boxes_eps
 
 
 class TaskAlignedAssigner:

@@ -133,7 +133,7 @@ def infer(
     skipped (listed on stderr); 2 = nothing done (bad arguments or input, or no image could be read).
     """
     from odcli.engine.run_dir import default_weights
-    from odcli.sources import is_video_source
+    from odcli.inference.sources import is_video_source
 
     if weights is None:
         weights = default_weights()
@@ -157,9 +157,15 @@ def infer(
     import cv2
 
     from odcli.data.image_io import read_image
-    from odcli.engine.checkpoint import write_json_atomic
-    from odcli.predictor import Predictor, clip_to_image, finest_stride, load_model, tiny_image_warning
+    from odcli.inference.predictor import (
+        Predictor,
+        clip_to_image,
+        finest_stride,
+        load_model,
+        tiny_image_warning,
+    )
     from odcli.viz.draw import draw_detections
+    from odcli.weights.checkpoint import write_json_atomic
 
     if batch_size < 1:
         raise OdetError(f"--batch-size must be >= 1, got {batch_size}")

@@ -75,8 +75,14 @@ def infer_video(
     """
     import cv2
 
-    from odcli.predictor import Predictor, clip_to_image, finest_stride, load_model, tiny_image_warning
-    from odcli.sources import FrameReader, parse_source
+    from odcli.inference.predictor import (
+        Predictor,
+        clip_to_image,
+        finest_stride,
+        load_model,
+        tiny_image_warning,
+    )
+    from odcli.inference.sources import FrameReader, parse_source
     from odcli.viz.draw import draw_detections
 
     spec = parse_source(source)

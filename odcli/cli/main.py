@@ -9,7 +9,8 @@ from __future__ import annotations
 import typer
 
 from odcli import __version__
-from odcli.cli import assign, convert, evaluate, help_format, infer, profile, train, visualize_data
+from odcli.cli import convert_weights, help_format, infer, profile, train, visualize_assign, visualize_data
+from odcli.cli import eval as eval_command
 
 help_format.install()
 
@@ -39,11 +40,11 @@ def _root(
 
 
 app.command("train")(train.train)
-app.command("eval")(evaluate.evaluate)
+app.command("eval")(eval_command.evaluate)
 app.command("infer")(infer.infer)
-app.command("convert-weights")(convert.convert_weights)
+app.command("convert-weights")(convert_weights.convert_weights)
 app.command("profile")(profile.profile)
-app.command("visualize-assign")(assign.visualize_assign)
+app.command("visualize-assign")(visualize_assign.visualize_assign)
 app.command("visualize-data")(visualize_data.visualize_data)
 
 

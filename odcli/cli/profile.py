@@ -16,7 +16,7 @@ from odcli.errors import OdetError
 def _build(target: str) -> tuple[Any, str]:
     """A model from a zoo name, a recipe file or an odet checkpoint; returns (model, label)."""
     import odcli
-    from odcli.predictor import load_model
+    from odcli.inference.predictor import load_model
 
     if target.endswith(".safetensors"):
         return load_model(target, device="cpu", optimize=False).model, Path(target).name
@@ -58,9 +58,10 @@ def profile(
 
     import torch
 
+    from odcli.inference.predictor import Predictor
+    from odcli.inference.profiling import count_macs, count_parameters, time_pipeline
     from odcli.models.fuse import optimize_for_inference
-    from odcli.predictor import Predictor, resolve_device
-    from odcli.profiling import count_macs, count_parameters, time_pipeline
+    from odcli.runtime.device import resolve_device
 
     try:
         sizes = [int(b) for b in batch_sizes.split(",") if b.strip()]
@@ -135,7 +136,7 @@ def profile(
         )
         rows.append({"data_pipeline": rows_data})
     if json_out is not None:
-        from odcli.engine.checkpoint import write_json_atomic
+        from odcli.weights.checkpoint import write_json_atomic
 
         write_json_atomic(json_out, rows)
 
@@ -146,8 +147,8 @@ def _data_throughput(recipe_path: Path, n: int = 16) -> dict[str, float]:
 
     from odcli.data.coco import CocoDetection
     from odcli.data.pipelines import build_train_pipeline
+    from odcli.models.zoo import input_spec_of
     from odcli.recipe import load_recipe
-    from odcli.zoo import input_spec_of
 
     recipe = load_recipe(recipe_path)
     root = recipe.data_root

@@ -51,10 +51,10 @@ def train(
     ),
 ) -> None:
     """Train a detector on the recipe's dataset, evaluating and checkpointing as it goes."""
-    from odcli.engine import distributed as dist
     from odcli.engine.run_dir import choose_run_dir, recipe_for_resume, record_latest
-    from odcli.predictor import resolve_device
     from odcli.recipe import load_recipe
+    from odcli.runtime import distributed as dist
+    from odcli.runtime.device import resolve_device
 
     cfg = load_recipe(recipe, set_)
     resume = resume or extend_epochs is not None

@@ -43,9 +43,9 @@ def visualize_data(
     from odcli.data.pipelines import build_train_pipeline
     from odcli.data.stages import StagedPipeline
     from odcli.errors import OdetError
+    from odcli.models.zoo import input_spec_of
     from odcli.recipe import load_recipe
     from odcli.viz.draw import draw_detections
-    from odcli.zoo import input_spec_of
 
     if num < 1:
         raise OdetError(f"--num must be >= 1, got {num}")

@@ -35,7 +35,7 @@ def record_latest(recipe: Recipe, run_dir: Path) -> None:
     ``latest.json`` goes beside the run (its parent directory: ``train.output_dir`` unless
     ``--run-dir`` chose another place), never into whatever directory the command was started from.
     """
-    from odcli.engine.checkpoint import write_json_atomic
+    from odcli.weights.checkpoint import write_json_atomic
 
     write_json_atomic(
         run_dir.resolve().parent / LATEST_FILE, {"run_dir": str(run_dir.resolve()), "recipe": recipe.name}

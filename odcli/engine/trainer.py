@@ -52,11 +52,8 @@ from odcli.data.datasets import build_dataset
 from odcli.data.loader import build_train_loader, iterate_batches, prepare_batch
 from odcli.data.pipelines import build_train_pipeline
 from odcli.data.stages import StagedPipeline
-from odcli.engine import distributed as dist
-from odcli.engine.checkpoint import load_checkpoint, save_checkpoint, write_json_atomic, write_text_atomic
 from odcli.engine.console import TrainConsole
 from odcli.engine.ema import ModelEMA
-from odcli.engine.evaluate_model import eval_transforms
 from odcli.engine.metrics_log import MetricsLogger
 from odcli.engine.rng_state import capture_rng_state, restore_rng_state, split_by_rank
 from odcli.engine.schedules import (
@@ -66,10 +63,13 @@ from odcli.engine.schedules import (
     schedule_from_state_dict,
 )
 from odcli.errors import OdetError
+from odcli.evaluation.run import eval_transforms
 from odcli.models.detector import Detector
-from odcli.predictor import resolve_device
+from odcli.models.zoo import build_from_config, input_spec_of
 from odcli.recipe import RUN_RECIPE, Recipe, dump_recipe
-from odcli.zoo import build_from_config, input_spec_of
+from odcli.runtime import distributed as dist
+from odcli.runtime.device import resolve_device
+from odcli.weights.checkpoint import load_checkpoint, save_checkpoint, write_json_atomic, write_text_atomic
 
 LAST = "last.safetensors"
 BEST = "best.safetensors"
@@ -160,7 +160,7 @@ class Trainer:
         self.model: Detector = build_from_config(model_cfg).to(self.device)
         backbone_weights = getattr(model_cfg, "backbone_weights", None)
         if backbone_weights and not resume:  # ImageNet init (RetinaNet); a resumed run has its own
-            from odcli.weights import load_backbone_weights
+            from odcli.weights.load import load_backbone_weights
 
             load_backbone_weights(self.model, recipe.resolve_path(backbone_weights))
             if self.main:
@@ -299,7 +299,7 @@ class Trainer:
     # ------------------------------------------------------------------------------ checkpoints
     def _init_from(self, path: Path) -> None:
         """Initialise from other weights, keeping only tensors whose name and shape fit."""
-        from odcli.weights import read_state_dict
+        from odcli.weights.load import read_state_dict
 
         state = read_state_dict(path, arch=self.model.arch)
         own = self.model.state_dict()
@@ -601,8 +601,8 @@ class Trainer:
 
     def evaluate(self) -> float:
         """COCO mAP of the EMA (or live) model on the validation set; logs and returns mAP."""
-        from odcli.engine.evaluate import render_eval_table
-        from odcli.engine.evaluate_model import run_coco_eval
+        from odcli.evaluation.coco import render_eval_table
+        from odcli.evaluation.run import run_coco_eval
 
         model = self.ema.module if self.ema else self.model
         result, _ = run_coco_eval(
@@ -870,9 +870,9 @@ class Trainer:
     def draw_sample_prediction(self, weights: Path) -> Path | None:
         """Predict the first validation image with ``weights`` and save the annotated picture."""
         from odcli.data.image_io import read_image
-        from odcli.predictor import Predictor
+        from odcli.inference.predictor import Predictor
         from odcli.viz.draw import draw_detections
-        from odcli.weights import load_weights
+        from odcli.weights.load import load_weights
 
         if not self.main or not weights.exists() or len(self.val_set) == 0:
             return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from odcli.boxes import aligned_giou
+from odcli.boxes.overlaps import aligned_giou
 
 
 def giou_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

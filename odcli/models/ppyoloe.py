@@ -14,13 +14,13 @@ from dataclasses import dataclass
 
 from odcli.assigners.atss import ATSSAssigner
 from odcli.assigners.task_aligned import TaskAlignedAssigner
+from odcli.boxes.postprocess import NMSConfig
 from odcli.config_checks import at_least, check_bn, check_input, check_test, in_range, int_list, require
 from odcli.errors import OdetError
 from odcli.models.backbones.cspresnet import CSPResNet
 from odcli.models.detector import Detector, InputSpec
 from odcli.models.heads.ppyoloe_head import PPYOLOEHead
 from odcli.models.necks.custom_csp_pan import CustomCSPPAN
-from odcli.postprocess import NMSConfig
 
 #: (width_mult, depth_mult) per base size (upstream configs).
 PPYOLOE_MULTIPLIERS: dict[str, tuple[float, float]] = {

@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from odcli.assigners.max_iou import MaxIoUAssigner
+from odcli.boxes.postprocess import NMSConfig
+from odcli.boxes.priors import AnchorConfig
 from odcli.config_checks import at_least, check_input, check_test, in_range, int_list, number_list, require
 from odcli.errors import OdetError
 from odcli.models.backbones.resnet import ResNet
 from odcli.models.detector import Detector, InputSpec
 from odcli.models.heads.retina import RetinaHead
 from odcli.models.necks.fpn import FPN
-from odcli.postprocess import NMSConfig
-from odcli.priors import AnchorConfig
 
 #: zoo size → ResNet depth
 RETINANET_SIZES: dict[str, int] = {"r18": 18, "r50": 50}

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from odcli.assigners.dynamic_soft_label import DynamicSoftLabelAssigner
+from odcli.boxes.postprocess import NMSConfig
 from odcli.config_checks import at_least, check_bn, check_input, check_test, require
 from odcli.models.backbones.cspnext import CSPNeXt
 from odcli.models.detector import Detector, InputSpec
 from odcli.models.heads.rtmdet_sepbn import RTMDetSepBNHead
 from odcli.models.necks.cspnext_pafpn import CSPNeXtPAFPN
-from odcli.postprocess import NMSConfig
 
 
 @dataclass(frozen=True)

@@ -37,15 +37,15 @@ from odcli.assigners.atss import ATSSAssigner
 from odcli.assigners.result import AssignResult
 from odcli.assigners.task_aligned import TaskAlignedAssigner
 from odcli.assigners.view import PriorView
-from odcli.boxes import aligned_giou_eps_added
-from odcli.engine.distributed import all_reduce_mean
+from odcli.boxes.overlaps import aligned_giou_eps_added
+from odcli.boxes.postprocess import NMSConfig, multiclass_nms
+from odcli.boxes.priors import grid_points
+from odcli.boxes.targets import pad_targets
 from odcli.losses.distribution_focal import distribution_focal_loss
 from odcli.losses.varifocal import varifocal_loss
 from odcli.models.backbones.cspresnet import _paddle_default_init
 from odcli.models.layers import ConvBNAct
-from odcli.postprocess import NMSConfig, multiclass_nms
-from odcli.priors import grid_points
-from odcli.targets import pad_targets
+from odcli.runtime.distributed import all_reduce_mean
 
 
 class _TrainView(NamedTuple):

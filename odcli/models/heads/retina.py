@@ -20,11 +20,11 @@ from torch import nn
 
 from odcli.assigners.max_iou import MaxIoUAssigner
 from odcli.assigners.view import PriorView
-from odcli.coders import box_to_delta, delta_to_box
+from odcli.boxes.coders import box_to_delta, delta_to_box
+from odcli.boxes.postprocess import NMSConfig, finalize_detections, rescale_boxes, select_topk
+from odcli.boxes.priors import AnchorConfig, anchor_valid_flags, multilevel_anchors
+from odcli.boxes.targets import pad_targets
 from odcli.losses import l1_loss, sigmoid_focal_loss
-from odcli.postprocess import NMSConfig, finalize_detections, rescale_boxes, select_topk
-from odcli.priors import AnchorConfig, anchor_valid_flags, multilevel_anchors
-from odcli.targets import pad_targets
 
 _EPS = torch.finfo(torch.float32).eps
 

@@ -17,12 +17,12 @@ from torch import nn
 
 from odcli.assigners.dynamic_soft_label import DynamicSoftLabelAssigner
 from odcli.assigners.view import PriorView
-from odcli.coders import distance_to_box
-from odcli.engine.distributed import all_reduce_mean
+from odcli.boxes.coders import distance_to_box
+from odcli.boxes.postprocess import NMSConfig, finalize_detections, rescale_boxes, select_topk
+from odcli.boxes.priors import multilevel_points
+from odcli.boxes.targets import pad_targets
 from odcli.losses import giou_loss, quality_focal_loss
-from odcli.postprocess import NMSConfig, finalize_detections, rescale_boxes, select_topk
-from odcli.priors import multilevel_points
-from odcli.targets import pad_targets
+from odcli.runtime.distributed import all_reduce_mean
 
 
 class _Folded(nn.Module):

@@ -40,10 +40,10 @@ def convert_weights(
 ) -> None:
     """Convert upstream weights into an odet checkpoint that `odet infer` / `odet eval` can use directly."""
     import odcli
-    from odcli.engine.checkpoint import save_checkpoint
     from odcli.models.fuse import adopt_deployed_form, reparameterize
-    from odcli.weights import assign_state_dict, read_state_dict
-    from odcli.zoo import model_config
+    from odcli.models.zoo import model_config
+    from odcli.weights.checkpoint import save_checkpoint
+    from odcli.weights.load import assign_state_dict, read_state_dict
 
     if dst.suffix != ".safetensors":
         raise OdetError(f"output must be a .safetensors file, got {dst.name!r} (e.g. {dst.stem}.safetensors)")
@@ -107,9 +107,9 @@ _FRAMEWORKS = {".pdparams": "paddledetection", ".safetensors": "odet"}
 
 def _convert_torchvision_backbone(model: nn.Module, src: Path, dst: Path, *, arch: str) -> None:
     """torchvision ImageNet ResNet → an odet file holding only ``backbone.*`` (for model.backbone_weights)."""
-    from odcli.convert.torchvision import read_torchvision_backbone
-    from odcli.engine.checkpoint import save_checkpoint
-    from odcli.weights import assign_state_dict
+    from odcli.weights.checkpoint import save_checkpoint
+    from odcli.weights.load import assign_state_dict
+    from odcli.weights.torchvision import read_torchvision_backbone
 
     backbone = getattr(model, "backbone", None)
     if backbone is None or not hasattr(backbone, "layer4"):

@@ -19,6 +19,7 @@ from odcli.data.loader import collate, prepare_batch
 from odcli.data.transforms import Sample, build_test_transforms
 from odcli.errors import OdetError
 from odcli.models.detector import Detector
+from odcli.runtime.device import resolve_device
 
 
 @dataclass
@@ -32,16 +33,6 @@ class LoadedModel:
     source: Path
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` → CUDA when available, else CPU; otherwise the named device (checked)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise OdetError(f"device {name!r} requested but CUDA is not available; use --device cpu")
-    return device
-
-
 def load_model(
     weights: str | Path, *, arch: str | None = None, device: str = "auto", optimize: bool = True
 ) -> LoadedModel:
@@ -52,8 +43,8 @@ def load_model(
     odet ``.safetensors`` checkpoints carry their architecture, recipe and class names; upstream
     ``.pth`` files need ``arch`` and are assumed to be COCO (80 classes).
     """
-    from odcli.weights import load_weights
-    from odcli.zoo import build_detector, build_from_config
+    from odcli.models.zoo import build_from_config, build_model
+    from odcli.weights.load import load_weights
 
     path = Path(weights)
     if path.is_dir():
@@ -64,15 +55,15 @@ def load_model(
         raise OdetError(f"weights file not found: {path}")
     meta: dict[str, Any] = {}
     if path.suffix == ".safetensors":
-        from odcli.engine.checkpoint import read_meta
         from odcli.recipe import recipe_from_dict
+        from odcli.weights.checkpoint import read_meta
 
         meta = read_meta(path)
         recipe = meta.get("recipe")
         if recipe and "model" in recipe:
             model = build_from_config(recipe_from_dict(recipe).model)
         elif meta.get("arch") or arch:
-            model = build_detector(
+            model = build_model(
                 meta.get("arch") or arch, num_classes=len(meta.get("classes") or COCO_CLASSES)
             )
         else:
@@ -80,7 +71,7 @@ def load_model(
     else:
         if not arch:
             raise OdetError(f"{path.name} is an upstream checkpoint: pass --arch (e.g. --arch rtmdet_tiny)")
-        model = build_detector(arch, num_classes=len(COCO_CLASSES))
+        model = build_model(arch, num_classes=len(COCO_CLASSES))
     if arch and path.suffix == ".safetensors" and model.arch != arch:
         # odet checkpoints say what they hold; a different --arch would otherwise be ignored silently.
         raise OdetError(

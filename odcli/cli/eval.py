@@ -17,7 +17,7 @@ RECIPE_SUFFIXES = (".yaml", ".yml", ".toml")
 
 def _checkpoint_sections(meta: dict[str, Any], path: Path) -> dict[str, dict[str, Any]]:
     """The recipe sections stored in a checkpoint's meta; a bare ``arch`` gives the zoo model config."""
-    from odcli.zoo import model_config
+    from odcli.models.zoo import model_config
 
     stored = meta.get("recipe")
     sections = (
@@ -87,14 +87,14 @@ def evaluate(
     ),
 ) -> None:
     """Evaluate a checkpoint on a COCO-format dataset (mAP as MMDetection reports it)."""
-    from odcli.engine.checkpoint import read_meta, write_json_atomic
-    from odcli.engine.evaluate import render_eval_table
-    from odcli.engine.evaluate_model import eval_transforms, run_coco_eval
+    from odcli.evaluation.coco import render_eval_table
+    from odcli.evaluation.run import eval_transforms, run_coco_eval
     from odcli.models.fuse import optimize_for_inference
-    from odcli.predictor import resolve_device
+    from odcli.models.zoo import build_from_config
     from odcli.recipe import load_recipe, recipe_from_dict
-    from odcli.weights import load_weights
-    from odcli.zoo import build_from_config
+    from odcli.runtime.device import resolve_device
+    from odcli.weights.checkpoint import read_meta, write_json_atomic
+    from odcli.weights.load import load_weights
 
     if target is None:
         from odcli.engine.run_dir import default_weights

@@ -3,7 +3,7 @@ periodic evaluation.
 
 The pipeline is the upstream test pipeline: keep-ratio resize (+ pad for RTMDet) per image,
 batch, normalise, ``model.predict`` with boxes rescaled to original pixels, COCO results, then
-pycocotools with MMDetection's settings (:mod:`odcli.engine.evaluate`).
+pycocotools with MMDetection's settings (:mod:`odcli.evaluation.coco`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from odcli.data.coco import CocoDetection
 from odcli.data.loader import build_loader, prepare_batch
 from odcli.data.loader import iterate_batches as _batches
 from odcli.data.transforms import Compose, build_test_transforms
-from odcli.engine.evaluate import EvalResult, detections_to_coco, evaluate_coco
+from odcli.evaluation.coco import EvalResult, detections_to_coco, evaluate_coco
 from odcli.models.detector import Detector
 
 __all__ = ["eval_transforms", "run_coco_eval"]

@@ -1,6 +1,6 @@
 """The model zoo: a flat table from model names to (config class, builder).
 
-``build_detector("rtmdet_s")`` is ``build_rtmdet(RTMDetConfig(size="s"))``; a recipe's ``model:``
+``build_model("rtmdet_s")`` is ``build_rtmdet(RTMDetConfig(size="s"))``; a recipe's ``model:``
 section is the same config class filled from YAML/TOML.
 """
 
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 from odcli.errors import OdetError
@@ -64,17 +63,7 @@ def input_spec_of(cfg: Any) -> InputSpec:
     return FAMILIES[cfg.arch].input_spec(cfg)
 
 
-def build_detector(name_or_recipe: str | Path, num_classes: int | None = None, **overrides: Any) -> Detector:
-    """Build a detector from a zoo name (``rtmdet_tiny`` …) or a recipe file path.
-
-    ``num_classes`` and other keyword overrides replace fields of the model config.
-    """
-    if num_classes is not None:
-        overrides["num_classes"] = num_classes
-    text = str(name_or_recipe)
-    if text.endswith((".yaml", ".yml", ".toml")):
-        from odcli.recipe import load_recipe
-
-        cfg = replace(load_recipe(text).model, **overrides)
-        return build_from_config(cfg)
-    return build_from_config(model_config(text, **overrides))
+def build_model(name: str, **overrides: Any) -> Detector:
+    """Build zoo model ``name`` (``rtmdet_tiny`` …) with ``overrides`` of its config fields
+    (recipe files: :func:`odcli.recipe.build_detector`)."""
+    return build_from_config(model_config(name, **overrides))

@@ -1,10 +1,10 @@
 """Loading weights into a detector from any supported file.
 
-* ``.safetensors`` — odet's own format (see :mod:`odcli.engine.checkpoint`); EMA weights are
+* ``.safetensors`` — odet's own format (see :mod:`odcli.weights.checkpoint`); EMA weights are
   preferred when the file has them.
 * ``.pth`` — an MMDetection checkpoint, converted on the fly (safe unpickling, fp16 upcast).
 * ``.pdparams`` — a PaddleDetection checkpoint, read without Paddle by an unpickler that can only
-  build numpy arrays (:mod:`odcli.convert.ppdet`).
+  build numpy arrays (:mod:`odcli.weights.ppdet`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def read_state_dict(path: str | Path, *, arch: str) -> dict[str, torch.Tensor]:
         raise OdetError(f"weights file not found: {path}")
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
-        from odcli.engine.checkpoint import load_checkpoint
+        from odcli.weights.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(path)
         state = ckpt.model_state
@@ -47,13 +47,13 @@ def read_state_dict(path: str | Path, *, arch: str) -> dict[str, torch.Tensor]:
 
 def _mmdet_converters() -> dict[str, Callable[[dict[str, torch.Tensor]], tuple[dict, list[str]]]]:
     """Family name → function renaming an MMDetection state dict to odet keys."""
-    from odcli.convert.mmdet import retinanet_from_mmdet, rtmdet_from_mmdet
+    from odcli.weights.mmdet import retinanet_from_mmdet, rtmdet_from_mmdet
 
     return {"rtmdet": rtmdet_from_mmdet, "retinanet": retinanet_from_mmdet}
 
 
 def _from_ppdet(path: Path, *, arch: str) -> dict[str, torch.Tensor]:
-    from odcli.convert.ppdet import ppyoloe_from_ppdet, read_pdparams
+    from odcli.weights.ppdet import ppyoloe_from_ppdet, read_pdparams
 
     converters = {"ppyoloe": ppyoloe_from_ppdet}
     converter = converters.get(arch.partition("_")[0])
@@ -63,7 +63,7 @@ def _from_ppdet(path: Path, *, arch: str) -> dict[str, torch.Tensor]:
 
 
 def _from_mmdet(path: Path, *, arch: str) -> dict[str, torch.Tensor]:
-    from odcli.convert.safe_unpickle import load_torch_checkpoint
+    from odcli.weights.safe_unpickle import load_torch_checkpoint
 
     raw = load_torch_checkpoint(path)
     state = raw.get("state_dict", raw) if isinstance(raw, dict) else None
@@ -128,7 +128,7 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> nn.Module:
     if not path.is_file():
         raise OdetError(f"backbone weights not found: {path} (check model.backbone_weights)")
     if path.suffix.lower() == ".safetensors":
-        from odcli.engine.checkpoint import load_checkpoint
+        from odcli.weights.checkpoint import load_checkpoint
 
         state = {
             k.removeprefix("backbone."): v.float() if v.is_floating_point() else v
@@ -136,7 +136,7 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> nn.Module:
             if k.startswith("backbone.")
         }
     elif path.suffix.lower() in {".pth", ".pt"}:
-        from odcli.convert.torchvision import read_torchvision_backbone
+        from odcli.weights.torchvision import read_torchvision_backbone
 
         state = read_torchvision_backbone(path)
     else:

@@ -80,7 +80,7 @@ def _load_detector(arch: str | None, recipe: Path | None, weights: Path | None) 
     import odcli
     from odcli.data.coco_classes import COCO_CLASSES
     from odcli.engine.run_dir import latest_run
-    from odcli.predictor import load_model
+    from odcli.inference.predictor import load_model
 
     if weights is not None:
         loaded = load_model(weights, arch=arch, device="cpu", optimize=False)
@@ -117,7 +117,7 @@ def visualize_assign(
 
     from odcli.data.image_io import read_image
     from odcli.data.loader import collate, prepare_batch
-    from odcli.predictor import Predictor
+    from odcli.inference.predictor import Predictor
     from odcli.viz.assignment import (
         ASSIGNERS,
         DYNAMIC,

@@ -43,7 +43,7 @@ def backbone_from_torchvision(raw: object, *, source: str = "checkpoint") -> dic
 
 def read_torchvision_backbone(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a local torchvision ``.pth`` safely → backbone state (:func:`backbone_from_torchvision`)."""
-    from odcli.convert.safe_unpickle import load_torch_checkpoint
+    from odcli.weights.safe_unpickle import load_torch_checkpoint
 
     path = Path(path)
     return backbone_from_torchvision(load_torch_checkpoint(path), source=path.name)

@@ -1,1 +1,0 @@
-"""Conversion of upstream checkpoints into odet's state-dict layout."""
