@@ -545,9 +545,7 @@ class Trainer:
         self._set_train_mode()
         with autocast:
             losses = self.loss_module(batch, targets, self.epoch)
-        # A head that returns its own weighted total under "loss" (PP-YOLOE, as upstream reports it
-        # next to the unweighted components) is trained on that; otherwise the components add up.
-        total = losses["loss"] if "loss" in losses else sum(losses.values())
+        total = losses["loss"]  # every head returns its weighted total next to the components
         finite = bool(torch.isfinite(total))
         nonfinite, _ = self._agree(not finite)
         if nonfinite:
@@ -562,9 +560,7 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.model)
         self.iter += 1
-        out = {k: float(v.detach()) for k, v in losses.items()}
-        out["loss"] = float(total.detach())
-        return out
+        return {k: float(v.detach()) for k, v in losses.items()}
 
     def _nan_guard(self, losses: dict[str, torch.Tensor], metas: list[dict], here: bool) -> NoReturn:
         """Record the offending batch and the state before the step, then stop with one line."""

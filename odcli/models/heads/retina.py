@@ -180,7 +180,8 @@ class RetinaHead(nn.Module):
                 are trained; without it the whole input counts.
             epoch: unused (RetinaNet's assignment does not change during training).
         Returns:
-            ``{"loss_cls", "loss_bbox"}`` scalars (already weighted).
+            ``{"loss", "loss_cls", "loss_bbox"}`` scalars: the components already weighted, ``loss``
+            their sum (what to back-propagate).
         """
         device = cls_scores[0].device
         sizes = [tuple(c.shape[-2:]) for c in cls_scores]
@@ -220,7 +221,8 @@ class RetinaHead(nn.Module):
                 # Upstream returns 0 without dividing; keep the graph connected for DDP.
                 loss_bbox = loss_bbox + level_deltas.sum() * 0.0
             start = end
-        return {"loss_cls": self.cls_weight * loss_cls, "loss_bbox": self.bbox_weight * loss_bbox}
+        loss_cls, loss_bbox = self.cls_weight * loss_cls, self.bbox_weight * loss_bbox
+        return {"loss": loss_cls + loss_bbox, "loss_cls": loss_cls, "loss_bbox": loss_bbox}
 
     # ----------------------------------------------------------------------------------- predict
     @torch.no_grad()

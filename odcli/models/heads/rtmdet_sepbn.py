@@ -191,7 +191,8 @@ class RTMDetSepBNHead(nn.Module):
             targets: per image ``boxes`` (G, 4) xyxy input pixels and ``labels`` (G,).
             epoch: current epoch (unused: RTMDet's assigner does not change during training).
         Returns:
-            ``{"loss_cls", "loss_bbox"}`` scalars (already weighted).
+            ``{"loss", "loss_cls", "loss_bbox"}`` scalars: the components already weighted, ``loss``
+            their sum (what to back-propagate).
         """
         logits, dists, priors = self._flatten(cls_scores, bbox_preds)
         logits = logits.float()
@@ -213,7 +214,8 @@ class RTMDetSepBNHead(nn.Module):
             loss_bbox = (giou_loss(boxes[pos_b, pos_n], matched_gt) * weight).sum() / norm
         else:
             loss_bbox = boxes.sum() * 0.0
-        return {"loss_cls": self.cls_weight * loss_cls, "loss_bbox": self.bbox_weight * loss_bbox}
+        loss_cls, loss_bbox = self.cls_weight * loss_cls, self.bbox_weight * loss_bbox
+        return {"loss": loss_cls + loss_bbox, "loss_cls": loss_cls, "loss_bbox": loss_bbox}
 
     # ----------------------------------------------------------------------------------- predict
     @torch.no_grad()
