@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from odcli.data import CachedMixUp, CachedMosaic, CocoDetection, build_dataset, build_loader
-from odcli.data.mix import DatasetPartners
+from odcli.data.mix_cache import DatasetPartners
 from odcli.data.pipelines import build_train_pipeline
 from odcli.models.zoo import input_spec_of
 from odcli.recipe import load_recipe

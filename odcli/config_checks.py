@@ -59,19 +59,23 @@ def check_input(cfg: Any) -> None:
     int_list("model.test_scale", cfg.test_scale, length=2, what=" (width, height in pixels)")
 
 
-def check_test(cfg: Any, *, pre_key: str = "nms_pre", keep_all: int | None = None) -> None:
+def check_test(cfg: Any, *, keep_all: int | None = None) -> None:
     """Test-time filtering: thresholds in [0, 1], at least one candidate and one detection kept.
 
-    ``keep_all`` is the value of ``pre_key`` that means "no limit" (PaddleDetection's -1), if any.
+    ``keep_all`` is the value of ``nms_pre`` that means "no limit" (PaddleDetection's -1), if any.
     """
     in_range("model.score_thr", cfg.score_thr, 0.0, 1.0)
     in_range("model.nms_iou_thr", cfg.nms_iou_thr, 0.0, 1.0)
     at_least("model.max_per_img", cfg.max_per_img, 1)
-    pre = getattr(cfg, pre_key)
     if keep_all is None:
-        at_least(f"model.{pre_key}", pre, 1)
+        at_least("model.nms_pre", cfg.nms_pre, 1)
     else:
-        require(pre >= 1 or pre == keep_all, f"model.{pre_key}", pre, f">= 1, or {keep_all} for all")
+        require(
+            cfg.nms_pre >= 1 or cfg.nms_pre == keep_all,
+            "model.nms_pre",
+            cfg.nms_pre,
+            f">= 1, or {keep_all} for all",
+        )
     if hasattr(cfg, "min_bbox_size"):
         at_least("model.min_bbox_size", cfg.min_bbox_size, 0.0)
 

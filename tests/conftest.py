@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,6 +35,36 @@ def small_demo_args(size: int = 64, batch_size: int = 2, nms_pre: int = 100) -> 
 
 
 COCO8 = REPO / "recipes" / "data" / "coco8"
+
+
+def box_colour(label: int) -> tuple[int, int, int]:
+    """Distinct BGR colour of ``label`` for painted test images (216 of them): no channel equals the
+    pad value 114, a background of (10, 10, 10) or PP-YOLOE's (fractional) expand fill."""
+    steps = (40, 76, 112, 148, 184, 220)
+    return steps[label % 6], steps[(label // 6) % 6], steps[(label // 36) % 6]
+
+
+def make_sample(
+    img: Any, boxes: Any, labels: Any = None, *, image_id: int = 0, file_name: str | None = None
+) -> dict:
+    """An untransformed sample dict (``odcli.data.sample.Sample``) around a synthetic (H, W, 3) image:
+    ``boxes`` as (N, 4) float32 xyxy pixels, ``labels`` (N,) int64 (default 0..N-1), shapes (H, W),
+    scale factor (1, 1); ``file_name`` defaults to ``<image_id>.png``."""
+    import numpy as np
+
+    h, w = img.shape[:2]
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    return {
+        "img": img,
+        "boxes": boxes,
+        "labels": np.arange(len(boxes), dtype=np.int64) if labels is None else labels,
+        "image_id": image_id,
+        "file_name": f"{image_id}.png" if file_name is None else file_name,
+        "ori_shape": (h, w),
+        "img_shape": (h, w),
+        "pad_shape": (h, w),
+        "scale_factor": (1.0, 1.0),
+    }
 
 
 def write_yolo_dataset(root: Path, splits: dict[str, list[int]]) -> dict[str, list[str]]:

@@ -35,31 +35,22 @@ from odcli.data import (
     build_dataset,
     build_loader,
 )
-from odcli.data.mix import DatasetPartners, blend_half
+from odcli.data.mix import blend_half
+from odcli.data.mix_cache import DatasetPartners
 from odcli.data.pipelines import build_train_pipeline
 from odcli.errors import OdetError
 from odcli.models.zoo import input_spec_of
 from odcli.recipe import load_recipe
-from tests.conftest import coco8_class_names, write_yolo_dataset
-
-REPO = Path(__file__).resolve().parents[1]
-COCO8 = REPO / "recipes" / "data" / "coco8"
-DEMO = REPO / "recipes" / "demo.yaml"
+from tests.conftest import COCO8, DEMO, REPO, box_colour, coco8_class_names, make_sample, write_yolo_dataset
 
 BACKGROUND = (10, 10, 10)
 PAD = 114
 BOXES_PER_IMAGE = 6
 
 
-def colour(label: int) -> tuple[int, int, int]:
-    """Distinct BGR colour of ``label`` (216 of them); no channel equals the pad value or background."""
-    steps = (40, 76, 112, 148, 184, 220)
-    return steps[label % 6], steps[(label // 6) % 6], steps[(label // 36) % 6]
-
-
 def painted(rng: np.random.Generator, h: int, w: int, first_label: int, image_id: int = 0) -> dict:
     """An (h, w) image with BOXES_PER_IMAGE non-overlapping integer boxes (one per grid cell, >= 10 px,
-    >= 3 px apart), box k painted colour(first_label + k) and labelled first_label + k."""
+    >= 3 px apart), box k painted box_colour(first_label + k) and labelled first_label + k."""
     img = np.empty((h, w, 3), np.uint8)
     img[:] = BACKGROUND
     gx, gy = 3, 2
@@ -69,19 +60,10 @@ def painted(rng: np.random.Generator, h: int, w: int, first_label: int, image_id
         cx, cy = (k % gx) * cw, (k // gx) * ch
         bw, bh = int(rng.integers(10, cw - 3)), int(rng.integers(10, ch - 3))
         x1, y1 = cx + int(rng.integers(0, cw - 3 - bw + 1)), cy + int(rng.integers(0, ch - 3 - bh + 1))
-        img[y1 : y1 + bh, x1 : x1 + bw] = colour(first_label + k)
+        img[y1 : y1 + bh, x1 : x1 + bw] = box_colour(first_label + k)
         boxes.append([x1, y1, x1 + bw, y1 + bh])
-    return {
-        "img": img,
-        "boxes": np.array(boxes, np.float32),
-        "labels": np.arange(first_label, first_label + BOXES_PER_IMAGE, dtype=np.int64),
-        "image_id": image_id,
-        "file_name": f"{image_id}.png",
-        "ori_shape": (h, w),
-        "img_shape": (h, w),
-        "pad_shape": (h, w),
-        "scale_factor": (1.0, 1.0),
-    }
+    labels = np.arange(first_label, first_label + BOXES_PER_IMAGE, dtype=np.int64)
+    return make_sample(img, boxes, labels, image_id=image_id)
 
 
 def stream(seed: int, count: int, sizes: tuple[tuple[int, int], ...] = ((120, 180), (180, 120), (90, 150))):
@@ -125,12 +107,12 @@ def check_painted(
             int(y2) - margin,
         )
         if xb > xa and yb > ya:
-            diff = np.abs(img[ya:yb, xa:xb] - np.array(colour(int(lab)), np.int16))
+            diff = np.abs(img[ya:yb, xa:xb] - np.array(box_colour(int(lab)), np.int16))
             assert diff.max() <= 1, f"box {lab} at {(x1, y1, x2, y2)} does not cover its colour"
             checked += 1
     kernel = np.ones((3, 3), np.uint8)
     for lab in np.unique(labels):
-        mask = np.all(s["img"] == np.array(colour(int(lab)), np.uint8), axis=-1).astype(np.uint8)
+        mask = np.all(s["img"] == np.array(box_colour(int(lab)), np.uint8), axis=-1).astype(np.uint8)
         ys, xs = np.nonzero(cv2.erode(mask, kernel))
         if not len(xs):
             continue

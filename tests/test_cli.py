@@ -15,10 +15,10 @@ import torch
 from typer.testing import CliRunner
 
 import odcli
-from odcli.cli.infer import collect_images
 from odcli.cli.main import app
 from odcli.data.coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
 from odcli.errors import OdetError
+from odcli.inference.sources import collect_images
 from tests.conftest import COCO128, MMDET_REF, REPO, require
 
 PTH = MMDET_REF / "rtmdet_tiny_fp16" / "checkpoint_fp16.pth"

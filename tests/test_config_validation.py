@@ -33,7 +33,7 @@ _RETINANET_SMALL = [
 ]  # fmt: skip
 _PPYOLOE_SMALL = [
     "model.test_scale=[64, 64]", "data.ppyoloe_target_sizes=[64]", "data.batch_size=2", "data.num_workers=0",
-    "data.persistent_workers=false", "model.nms_top_k=100",
+    "data.persistent_workers=false", "model.nms_pre=100",
 ]  # fmt: skip
 
 
@@ -103,7 +103,10 @@ RECIPE_CASES: list[tuple[str, list[str], list[str]]] = [
     ("ppyoloe", ["model.atss_topk=-1"], ["model.atss_topk", ">= 1", "-1"]),  # topk k < 0
     ("ppyoloe", ["model.tal_topk=0"], ["model.tal_topk", ">= 1", "0"]),  # ran on: no positives at all
     ("ppyoloe", ["model.static_assigner_epoch=0", "model.tal_topk=-1"], ["model.tal_topk", "-1"]),
-    ("ppyoloe", ["model.nms_top_k=0"], ["model.nms_top_k", "-1 for all"]),  # upstream keeps none
+    ("ppyoloe", ["model.nms_pre=0"], ["model.nms_pre", "-1 for all"]),  # upstream keeps none
+    # issue 13: one name per setting; PP-YOLOE's nms_top_k is nms_pre like the other families'
+    ("ppyoloe", ["model.nms_top_k=100"], ["model.nms_top_k", "renamed", "model.nms_pre"]),
+    ("rtmdet", ["model.nms_top_k=100"], ["model.nms_top_k", "renamed", "model.nms_pre"]),
     ("ppyoloe", ["data.ppyoloe_expand_fill=[1, 2]"], ["data.ppyoloe_expand_fill", "3 numbers"]),
 ]
 

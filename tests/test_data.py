@@ -22,6 +22,7 @@ from odcli.data import (
     RandomResize,
     Resize,
     YOLOXHSVRandomAug,
+    build_dataset,
     build_loader,
     build_test_transforms,
     build_train_transforms,
@@ -29,18 +30,24 @@ from odcli.data import (
     normalize,
     read_image,
 )
-from odcli.data.transforms import rescale_size
+from odcli.data.geometric import rescale_size
 from odcli.errors import OdetError
+from odcli.recipe import DataConfig
+from tests.conftest import COCO8, COCO128, MMDET_REF, make_sample, require
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path("/work/shared")
-COCO128 = SHARED / "data/coco128"
 COCO128_ANN = COCO128 / "annotations/instances.json"
 COCO128_IMG = COCO128 / "images"
-REF = SHARED / "reference/mmdet"
-COCO8 = REPO / "recipes/data/coco8"
 
-needs_shared = pytest.mark.skipif(not COCO128_ANN.is_file(), reason="shared COCO128 / references not present")
+
+@pytest.fixture
+def shared_fixtures() -> None:
+    """COCO128 and the MMDetection references from ../shared: a test using them fails under CI when
+    they are missing and skips, saying why, elsewhere (:func:`tests.conftest.require`)."""
+    require(COCO128_ANN)
+    require(MMDET_REF / "inputs")
+
+
+needs_shared = pytest.mark.usefixtures("shared_fixtures")
 
 RTMDET_MEAN = [103.53, 116.28, 123.675]  # BGR order: RTMDet eats BGR
 RTMDET_STD = [57.375, 57.12, 58.395]
@@ -53,24 +60,12 @@ def chw_sha256(img: np.ndarray) -> str:
 
 def raw_sample(img: np.ndarray, boxes: np.ndarray, labels: np.ndarray | None = None) -> dict:
     """A Sample dict around a synthetic image."""
-    h, w = img.shape[:2]
-    n = len(boxes)
-    return {
-        "img": img,
-        "boxes": np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
-        "labels": np.arange(n, dtype=np.int64) if labels is None else labels,
-        "image_id": 1,
-        "file_name": "synthetic.jpg",
-        "ori_shape": (h, w),
-        "img_shape": (h, w),
-        "pad_shape": (h, w),
-        "scale_factor": (1.0, 1.0),
-    }
+    return make_sample(img, boxes, labels, image_id=1, file_name="synthetic.jpg")
 
 
 @pytest.fixture(scope="module")
 def coco128() -> CocoDetection:
-    return CocoDetection(ann_file=COCO128_ANN, image_dir=COCO128_IMG)
+    return CocoDetection(ann_file=require(COCO128_ANN), image_dir=COCO128_IMG)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -80,7 +75,7 @@ def coco128() -> CocoDetection:
 
 @needs_shared
 def test_rtmdet_test_pipeline_matches_reference(coco128: CocoDetection) -> None:
-    ref = json.loads((REF / "inputs/rtmdet_batchA.json").read_text())
+    ref = json.loads((MMDET_REF / "inputs/rtmdet_batchA.json").read_text())
     coco128.transforms = build_test_transforms((640, 640), pad_val=114)
     try:
         samples = [coco128[coco128.image_ids.index(im["img_id"])] for im in ref["images"]]
@@ -101,7 +96,7 @@ def test_rtmdet_test_pipeline_matches_reference(coco128: CocoDetection) -> None:
     inputs = normalize(images, RTMDET_MEAN, RTMDET_STD, to_rgb=False)
     from safetensors.torch import load_file
 
-    expected = load_file(str(REF / "inputs/rtmdet_batchA.safetensors"))["inputs"]
+    expected = load_file(str(MMDET_REF / "inputs/rtmdet_batchA.safetensors"))["inputs"]
     assert inputs.shape == expected.shape == (2, 3, 640, 640)
     assert inputs.dtype == torch.float32
     assert (inputs - expected).abs().max().item() <= 1e-6
@@ -109,7 +104,7 @@ def test_rtmdet_test_pipeline_matches_reference(coco128: CocoDetection) -> None:
 
 @needs_shared
 def test_retinanet_resize_matches_reference() -> None:
-    ref = json.loads((REF / "inputs/retinanet_batchA.json").read_text())
+    ref = json.loads((MMDET_REF / "inputs/retinanet_batchA.json").read_text())
     pre = ref["data_preprocessor"]
     samples = []
     for im in ref["images"]:
@@ -314,11 +309,11 @@ def test_hsv_lut_equals_direct_arithmetic() -> None:
 
 @needs_shared
 def test_coco128_labels_and_counts(coco128: CocoDetection) -> None:
-    label_map = json.loads((REF / "label_map.json").read_text())
+    label_map = json.loads((MMDET_REF / "label_map.json").read_text())
     assert len(coco128) == 128
     assert coco128.classes == label_map["classes"]
     assert coco128.cat_id_to_label == {int(k): v for k, v in label_map["coco_category_id_to_label"].items()}
-    assert coco128.label_to_cat_id(72) == 82 and coco128.label_to_cat_id(79) == 90
+    assert coco128.cat_ids[72] == 82 and coco128.cat_ids[79] == 90
     assert coco128.crowd_boxes == 10 and coco128.dropped_boxes == 0
     s = coco128.load_raw(0)
     assert s["img"].dtype == np.uint8 and s["img"].shape[2] == 3
@@ -436,6 +431,39 @@ def test_bad_annotation_files_raise(tmp_path: Path) -> None:
         _one_line_error(e)
     with pytest.raises(OdetError, match="image directory not found"):
         CocoDetection(ann_file=COCO128_ANN, image_dir=tmp_path / "nope")
+
+
+def test_build_dataset_recipe_split_or_explicit_files(tmp_path: Path) -> None:
+    ann = COCO8 / "annotations/instances.json"
+    data = DataConfig(val_ann="annotations/instances.json", val_images="images")
+    # The recipe's split, or the same files named explicitly (odet eval --ann/--images): one dataset.
+    from_recipe = build_dataset(data, COCO8, "val")
+    explicit = build_dataset(DataConfig(), tmp_path, "val", ann=ann, images=COCO8 / "images")
+    assert len(from_recipe) == len(explicit) == 8
+    assert explicit.image_ids == from_recipe.image_ids and explicit.cat_ids == from_recipe.cat_ids
+    # One path given, the other one from the recipe.
+    assert build_dataset(data, COCO8, "val", images=COCO8 / "images").image_ids == from_recipe.image_ids
+    assert build_dataset(data, COCO8, "val", ann=ann).image_dir == COCO8 / "images"
+    # Missing: a given path names its flag; a recipe path its key (and the flag when the other was given).
+    with pytest.raises(OdetError, match=r"annotation file not found: .*none\.json \(check --ann\)$"):
+        build_dataset(data, COCO8, "val", ann=tmp_path / "none.json")
+    with pytest.raises(OdetError, match=r"image directory not found: .*nope \(check --images\)$"):
+        build_dataset(data, COCO8, "val", images=tmp_path / "nope")
+    with pytest.raises(
+        OdetError, match=r"validation annotations not found: .*data\.val_ann.*, or pass --ann\)$"
+    ):
+        build_dataset(DataConfig(), tmp_path, "val", images=COCO8 / "images")
+    with pytest.raises(OdetError, match=r"validation images not found: .*data\.val_images=…\)$"):
+        build_dataset(DataConfig(), tmp_path, "val")
+
+    # The split's filters apply to explicit files as to the recipe's: training drops an unannotated image.
+    unannotated = json.loads(ann.read_text())
+    unannotated["annotations"] = [a for a in unannotated["annotations"] if a["image_id"] != 9]
+    (tmp_path / "ann.json").write_text(json.dumps(unannotated))
+    filters = DataConfig(min_size=0)
+    train = build_dataset(filters, tmp_path, "train", ann=tmp_path / "ann.json", images=COCO8 / "images")
+    val = build_dataset(filters, tmp_path, "val", ann=tmp_path / "ann.json", images=COCO8 / "images")
+    assert 9 not in train.image_ids and len(train) == 7 and len(val) == 8
 
 
 # --------------------------------------------------------------------------------------------------

@@ -23,7 +23,8 @@ from odcli.engine.schedules import (
     schedule_from_state_dict,
 )
 from odcli.errors import OdetError
-from odcli.evaluation.coco import detections_to_coco, evaluate_coco, render_eval_table
+from odcli.evaluation.coco import detections_to_coco, evaluate_coco
+from odcli.evaluation.report import render_eval_table
 from odcli.weights import checkpoint as ckpt_mod
 from odcli.weights.checkpoint import load_checkpoint, read_meta, save_checkpoint, write_json_atomic
 from tests.conftest import COCO128, require

@@ -12,7 +12,8 @@ from pathlib import Path
 from pycocotools.coco import COCO
 from rich.console import Console
 
-from odcli.evaluation.coco import evaluate_coco, render_eval_table
+from odcli.evaluation.coco import evaluate_coco
+from odcli.evaluation.report import render_eval_table
 
 COCO8 = Path(__file__).resolve().parents[1] / "recipes" / "data" / "coco8" / "annotations" / "instances.json"
 

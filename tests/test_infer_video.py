@@ -91,7 +91,7 @@ def test_source_parsing() -> None:
 def test_frame_record_keeps_only_scores_above_threshold() -> None:
     import torch
 
-    from odcli.cli.infer_video import frame_record
+    from odcli.inference.records import frame_record
 
     det = {"boxes": torch.tensor([[0.0, 0, 10, 10], [5, 5, 20, 20]]), "scores": torch.tensor([0.9, 0.1]),
            "labels": torch.tensor([0, 1])}  # fmt: skip

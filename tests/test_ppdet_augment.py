@@ -1,4 +1,4 @@
-"""PP-YOLOE's upstream training augmentation (odcli/data/ppdet_transforms.py, pipeline ``ppyoloe``).
+"""PP-YOLOE's upstream training augmentation (odcli/data/ppdet_*.py, pipeline ``ppyoloe``).
 
 Geometry is checked on painted images, as in test_augment.py: every box has its own colour, so after a
 transform (a) the inside of each kept box still shows its colour and (b) every solid pixel of a kept
@@ -20,27 +20,21 @@ from typer.testing import CliRunner
 from odcli.cli.main import app
 from odcli.data import ppdet_transforms as ppdet
 from odcli.data.datasets import build_dataset
-from odcli.data.loader import build_loader, build_train_loader
+from odcli.data.geometric import RandomFlip
+from odcli.data.loader import build_loader
 from odcli.data.pipelines import build_train_pipeline
-from odcli.data.transforms import RandomFlip
 from odcli.errors import OdetError
 from odcli.recipe import DataConfig, load_recipe
+from tests.conftest import REPO, box_colour, make_sample
 
-REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "recipes" / "ppyoloe_s_demo.yaml"
 BACKGROUND = (10, 10, 10)
 FILL_RGB = (123.675, 116.28, 103.53)
 
 
-def colour(label: int) -> tuple[int, int, int]:
-    """Distinct BGR colour of ``label``; never the background, never the (fractional) expand fill."""
-    steps = (40, 76, 112, 148, 184, 220)
-    return steps[label % 6], steps[(label // 6) % 6], steps[(label // 36) % 6]
-
-
 def painted(rng: np.random.Generator, h: int, w: int, n: int = 6, first: int = 0, dtype=np.uint8) -> dict:
     """(h, w) image with ``n`` non-overlapping boxes (one per grid cell, >= 12 px), box k painted
-    colour(first + k) and labelled first + k."""
+    box_colour(first + k) and labelled first + k."""
     img = np.empty((h, w, 3), dtype)
     img[:] = BACKGROUND
     cols = math.ceil(math.sqrt(n))
@@ -51,19 +45,9 @@ def painted(rng: np.random.Generator, h: int, w: int, n: int = 6, first: int = 0
         cx, cy = (k % cols) * cw, (k // cols) * ch
         bw, bh = int(rng.integers(12, cw - 2)), int(rng.integers(12, ch - 2))
         x1, y1 = cx + int(rng.integers(1, cw - bw)), cy + int(rng.integers(1, ch - bh))
-        img[y1 : y1 + bh, x1 : x1 + bw] = colour(first + k)
+        img[y1 : y1 + bh, x1 : x1 + bw] = box_colour(first + k)
         boxes.append([x1, y1, x1 + bw, y1 + bh])
-    return {
-        "img": img,
-        "boxes": np.array(boxes, np.float32),
-        "labels": np.arange(first, first + n, dtype=np.int64),
-        "image_id": first,
-        "file_name": f"{first}.png",
-        "ori_shape": (h, w),
-        "img_shape": (h, w),
-        "pad_shape": (h, w),
-        "scale_factor": (1.0, 1.0),
-    }
+    return make_sample(img, boxes, np.arange(first, first + n, dtype=np.int64), image_id=first)
 
 
 def frozen(sample: dict) -> dict:
@@ -94,11 +78,11 @@ def check_geometry(s: dict, margin: int = 0, tol_px: float = 0.0, tol_val: float
         xa, ya = math.ceil(x1) + margin, math.ceil(y1) + margin
         xb, yb = math.floor(x2) - margin, math.floor(y2) - margin
         if xb > xa and yb > ya:
-            diff = np.abs(x[ya:yb, xa:xb] - np.array(colour(int(lab)), np.float64))
+            diff = np.abs(x[ya:yb, xa:xb] - np.array(box_colour(int(lab)), np.float64))
             assert diff.max() <= tol_val, f"box {lab} at {(x1, y1, x2, y2)} does not cover its colour"
             checked += 1
         solid = cv2.erode(
-            np.all(img == np.array(colour(int(lab)), img.dtype), axis=-1).astype(np.uint8), None
+            np.all(img == np.array(box_colour(int(lab)), img.dtype), axis=-1).astype(np.uint8), None
         )
         ys, xs = np.nonzero(solid)
         assert ((xs >= x1 - tol_px) & (xs + 1 <= x2 + tol_px)).all(), f"colour of box {lab} outside it"
@@ -191,13 +175,13 @@ def test_random_expand_moves_boxes_with_pixels(seed: int) -> None:
         ppdet.RandomExpand(ratio=1.0)
 
 
-# ----------------------------------------------------------------------------------- RandomCrop
+# --------------------------------------------------------------------------- IoUConstrainedCrop
 @pytest.mark.parametrize("seed", range(12))
 def test_random_crop_keeps_boxes_on_their_pixels(seed: int) -> None:
     rng = np.random.default_rng(seed)
     s = painted(rng, 150, 200, n=9)
     before = frozen(s)
-    out = ppdet.RandomCrop()(s, rng)
+    out = ppdet.IoUConstrainedCrop()(s, rng)
     assert_unchanged(s, before)
     assert 1 <= len(out["boxes"]) <= 9  # a crop always keeps a box (else it is not taken)
     check_geometry(out)
@@ -210,7 +194,7 @@ def test_random_crop_respects_its_iou_threshold() -> None:
     rng = np.random.default_rng(0)
     outcomes = {"crop": 0, "none": 0}
     for cover_all in (False, True):
-        crop = ppdet.RandomCrop(cover_all_box=cover_all)
+        crop = ppdet.IoUConstrainedCrop(cover_all_box=cover_all)
         for _ in range(150):
             s = painted(rng, 120, 160, n=int(rng.integers(1, 7)))
             window, thresh = crop.sample_crop(s["boxes"], 120, 160, rng)
@@ -240,14 +224,14 @@ def test_random_crop_drops_boxes_whose_centre_or_area_leaves() -> None:
         ],
         np.float32,
     )
-    cropped, keep = ppdet.RandomCrop.crop_boxes(boxes, (8, 8, 55, 55))
+    cropped, keep = ppdet.IoUConstrainedCrop.crop_boxes(boxes, (8, 8, 55, 55))
     assert keep.tolist() == [0]
     np.testing.assert_array_equal(cropped[0], [2, 2, 22, 22])
     s = painted(np.random.default_rng(0), 60, 60, n=1)
     s["boxes"], s["labels"] = np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
-    assert ppdet.RandomCrop()(s, np.random.default_rng(0)) is s  # no boxes: untouched
+    assert ppdet.IoUConstrainedCrop()(s, np.random.default_rng(0)) is s  # no boxes: untouched
     s = painted(np.random.default_rng(0), 60, 60, n=1)
-    impossible = ppdet.RandomCrop(thresholds=[1.5], allow_no_crop=False, num_attempts=5)
+    impossible = ppdet.IoUConstrainedCrop(thresholds=[1.5], allow_no_crop=False, num_attempts=5)
     assert impossible(s, np.random.default_rng(0)) is s  # nothing found: untouched
 
 
@@ -328,7 +312,7 @@ def test_recipes_use_upstream_reader() -> None:
         assert kinds == [
             ppdet.RandomDistort,
             ppdet.RandomExpand,
-            ppdet.RandomCrop,
+            ppdet.IoUConstrainedCrop,
             RandomFlip,
             ppdet.DrawBatchSeed,
         ]
@@ -377,9 +361,10 @@ def test_loader_batches_have_one_size_drawn_per_batch() -> None:
     assert len(set(seen)) > 1  # changes between batches
     assert run(0, 3) == seen  # fixed by the loader seed…
     assert run(2, 1) == seen[:4]  # …whatever the number of workers
-    train_loader = build_train_loader(
-        ds, batch_size=4, num_workers=0, seed=1, pad_value=0, size_divisor=32, batch_transform=bt
-    )
+    train_loader = build_loader(
+        ds, batch_size=4, shuffle=True, num_workers=0, seed=1, drop_last=True, pad_value=0, size_divisor=32,
+        batch_transform=bt,
+    )  # fmt: skip
     train_loader.batch_sampler.set_epoch(0)
     for images, _, _ in train_loader:
         assert images.shape[-1] == images.shape[-2] and images.shape[-1] in sizes

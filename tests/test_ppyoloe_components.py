@@ -14,10 +14,12 @@ import torch
 import odcli
 from odcli.assigners.atss import ATSSAssigner
 from odcli.assigners.task_aligned import TaskAlignedAssigner
-from odcli.boxes.overlaps import aligned_giou_eps_added, pairwise_iou
+from odcli.boxes.coders import distance_to_box
+from odcli.boxes.overlaps import pairwise_iou
 from odcli.boxes.postprocess import NMSConfig, multiclass_nms
 from odcli.errors import OdetError
 from odcli.losses.distribution_focal import distribution_focal_loss
+from odcli.losses.iou import giou_loss_eps_added
 from odcli.losses.varifocal import varifocal_loss
 from odcli.models.layers import ChannelAttention, RepVGGBlock
 from tests.conftest import PPDET_REF, require
@@ -41,13 +43,17 @@ def test_anchors_points_and_strides() -> None:
     # A 160 (h) × 128 (w) input: levels 5×4, 10×8, 20×16, given to the head strides ascending.
     feats = [torch.zeros(1, 80, 160 // s, 128 // s) for s in (8, 16, 32)]
     dists = [torch.zeros(1, 68, 160 // s, 128 // s) for s in (8, 16, 32)]
-    view = head._training_view(feats, dists)  # upstream order: stride 32 first
-    assert view.counts == ref["num_anchors_list"].tolist()
-    points_px = view.points * view.strides
+    view = head.prior_view(feats, dists)  # strides ascending; upstream lists stride 32 first
+
+    def upstream_order(t: torch.Tensor) -> torch.Tensor:
+        return torch.cat(list(t.split(view.num_per_level))[::-1])
+
+    assert view.num_per_level[::-1] == ref["num_anchors_list"].tolist()
+    points_px, strides = upstream_order(view.centers), upstream_order(view.strides)[:, None]
     assert torch.equal(points_px, ref["train_anchor_points"])
-    assert torch.equal(view.strides, ref["train_stride_tensor"])
-    assert torch.equal(head.anchor_boxes(points_px, view.strides), ref["train_anchors_xyxy"])
-    assert torch.equal(view.points, ref["eval_anchor_points_grid_units"])
+    assert torch.equal(strides, ref["train_stride_tensor"])
+    assert torch.equal(head.anchor_boxes(points_px, strides), ref["train_anchors_xyxy"])
+    assert torch.equal(points_px / strides, ref["eval_anchor_points_grid_units"])
 
 
 # ----------------------------------------------------------------------------------- assigners
@@ -131,14 +137,16 @@ def test_distribution_focal_loss_matches_upstream() -> None:
 
 
 def test_giou_and_box_coding_match_upstream() -> None:
+    """The functions the head's loss and decoding run: its GIoU loss, the distance coder it decodes
+    with and its DFL targets, against PaddleDetection's ``GIoULoss`` / ``distance2bbox`` /
+    ``bbox2distance``."""
     ref = _load("bbox_utils")
-    giou_loss = 1 - aligned_giou_eps_added(ref["giou_pred"], ref["giou_gt"], eps=1e-10)
-    torch.testing.assert_close(giou_loss[:, None], ref["giou_loss"], rtol=1e-6, atol=1e-6)
+    giou = giou_loss_eps_added(ref["giou_pred"], ref["giou_gt"], eps=1e-10)
+    torch.testing.assert_close(giou[:, None], ref["giou_loss"], rtol=1e-6, atol=1e-6)
     head = _head()
-    torch.testing.assert_close(head._decode(ref["points"], ref["distance_ltrb"]), ref["distance2bbox"])
-    pts, box = ref["bbox2distance_points"], ref["bbox2distance_bbox"]
-    ltrb = torch.cat([pts - box[:, :2], box[:, 2:] - pts], dim=-1).clamp(0, head.reg_max - 0.01)
-    torch.testing.assert_close(ltrb, ref["bbox2distance_clipped"])
+    torch.testing.assert_close(distance_to_box(ref["points"], ref["distance_ltrb"]), ref["distance2bbox"])
+    targets = head.distance_targets(ref["bbox2distance_points"], ref["bbox2distance_bbox"])
+    torch.testing.assert_close(targets, ref["bbox2distance_clipped"])
 
 
 def test_hardsigmoid_and_swish_match_paddle() -> None:

@@ -148,13 +148,19 @@ def test_raw_head_outputs_match(ppyoloe_ref: dict) -> None:
         assert (reg_dists[level] - torch.from_numpy(ref[f"reg_dist_raw_l{up}"])).abs().max() <= 1e-4
 
     head = ppyoloe_ref["model"].head
-    scores, dist, points, strides = head.decode_outputs(cls_logits, reg_dists)
+    decoded = head.decode(cls_logits, reg_dists)
     sizes = _sizes(ppyoloe_ref)
-    scores_up = _upstream_order(scores, sizes, 1).transpose(1, 2)
+    assert list(decoded.level_counts) == sizes
+    scores_up = _upstream_order(decoded.scores, sizes, 1).transpose(1, 2)
     assert (scores_up - torch.from_numpy(ref["pred_scores"])).abs().max() <= 1e-4
-    assert (_upstream_order(dist, sizes, 1) - torch.from_numpy(ref["pred_dist"])).abs().max() <= 1e-3
-    assert torch.equal(_upstream_order(points, sizes, 0), torch.from_numpy(ref["anchor_points"]))
-    assert torch.equal(_upstream_order(strides, sizes, 0), torch.from_numpy(ref["stride_tensor"]))
+    # Boxes in input pixels against upstream's; per stride, i.e. its expected distances within 1e-3 cells.
+    strides = torch.from_numpy(ref["stride_tensor"])
+    boxes_up = _upstream_order(decoded.boxes, sizes, 1)
+    assert ((boxes_up - torch.from_numpy(ref["pred_bboxes_input"])) / strides).abs().max() <= 1e-3
+    view = head.prior_view(cls_logits, reg_dists)
+    assert torch.equal(_upstream_order(view.strides[:, None], sizes, 0), strides)
+    points = _upstream_order(view.centers, sizes, 0) / strides  # cells
+    assert torch.equal(points, torch.from_numpy(ref["anchor_points"]))
 
 
 def _matched_fraction(ref_rows: np.ndarray, det: dict[str, torch.Tensor]) -> float:
@@ -295,7 +301,7 @@ def test_cli_conversion_records_source_and_deploy(
 def test_deployed_checkpoint_loads_for_inference(
     converted_pair: tuple[Path, Path], ppyoloe_ref: dict
 ) -> None:
-    from odcli.inference.predictor import load_model
+    from odcli.inference.load import load_model
     from odcli.models.layers import RepVGGBlock
 
     loaded = load_model(converted_pair[1], device="cpu", optimize=False)

@@ -85,6 +85,16 @@ def test_only_one_level_of_base(tmp_path: Path) -> None:
         ("model: {arch: rtmdet, size: huge}\n", [], r"model\.size 'huge' is not a rtmdet size"),
         ("model: {arch: rtmdett}\n", [], r"model\.arch 'rtmdett'.*did you mean 'rtmdet'\?"),
         ("model: [oops\n", [], r"cannot parse recipe"),
+        (
+            "model: {arch: ppyoloe, nms_top_k: 100}\n",
+            [],
+            r"^'model\.nms_top_k' in .*bad\.yaml was renamed: write 'model\.nms_pre' instead$",
+        ),
+        (
+            "model: {arch: ppyoloe}\n",
+            ["model.nms_top_k=-1"],
+            r"^'model\.nms_top_k' in --set was renamed: write 'model\.nms_pre' instead$",
+        ),
     ],
 )
 def test_recipe_errors_are_one_line(tmp_path: Path, text: str, overrides: list[str], expected: str) -> None:
@@ -97,3 +107,12 @@ def test_recipe_errors_are_one_line(tmp_path: Path, text: str, overrides: list[s
 def test_missing_recipe_file(tmp_path: Path) -> None:
     with pytest.raises(OdetError, match="recipe not found"):
         load_recipe(tmp_path / "nope.yaml")
+
+
+def test_checkpoint_recipes_read_renamed_keys_under_their_new_names() -> None:
+    """A checkpoint written before a rename stores the old key; it still loads, with the value."""
+    from odcli.recipe import recipe_from_dict
+
+    stored = load_recipe(REPO / "recipes" / "ppyoloe_s.yaml").to_dict()
+    stored["model"]["nms_top_k"] = stored["model"].pop("nms_pre") // 2
+    assert recipe_from_dict(stored).model.nms_pre == 500

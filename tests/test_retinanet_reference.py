@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 import odcli
+from odcli.assigners.result import IGNORED
 from odcli.boxes.overlaps import pairwise_iou
 from odcli.errors import OdetError
 
@@ -122,10 +123,13 @@ def test_unrounded_pad_shape_is_rounded_like_upstream(retinanet_ref: dict) -> No
     to 32 (800, 1088). Both must give the reference valid flags."""
     ref = load_file(require(MMDET_REF / "components" / "retinanet_anchors.safetensors"))
     head = retinanet_ref["model"].head
-    sizes = [tuple(c.shape[-2:]) for c in retinanet_ref["cls_scores"]]
     expected = torch.cat([ref[f"valid_flags_800x1216_pad800x1088.{level}"] for level in range(5)])
+    no_gt = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}
     for pad in ((800, 1067), (800, 1088)):
-        flags = head._valid_flags([{"pad_shape": pad}, {}], sizes, torch.device("cpu"))
+        # Without GTs every valid anchor is background and every invalid one ignored.
+        targets = [{**no_gt, "pad_shape": pad}, no_gt]
+        result = head.assign(retinanet_ref["cls_scores"], retinanet_ref["bbox_preds"], targets)
+        flags = result.gt_index != IGNORED
         assert torch.equal(flags[0], expected)
         assert flags[1].all()  # no pad_shape: the whole input counts
 

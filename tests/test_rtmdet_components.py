@@ -142,7 +142,6 @@ def test_regression_bias_init_sets_the_first_boxes(reg_bias_init: float) -> None
     their GT by ~0.002 IoU, which is also their GIoU loss weight, so box learning barely starts.
     ``reg_bias_init=1`` starts each box one stride from its point per side: positives overlap by
     ≥ 0.1 and the boxes learn from the first step (recipes/demo.yaml)."""
-    from odcli.boxes.targets import pad_targets
     from odcli.models.rtmdet import RTMDetConfig, build_rtmdet
 
     torch.manual_seed(0)
@@ -156,10 +155,7 @@ def test_regression_bias_init_sets_the_first_boxes(reg_bias_init: float) -> None
     ]
     with torch.no_grad():
         cls_scores, bbox_preds = model(images)
-        logits, dists, priors = head._flatten(cls_scores, bbox_preds)
-        gt_boxes, gt_labels, gt_mask = pad_targets(targets, device="cpu")
-        boxes = distance_to_box(priors[None], dists)
-        assign = head.assigner(logits, boxes, priors, gt_boxes, gt_labels, gt_mask)
+        assign = head.assign(cls_scores, bbox_preds, targets)  # what the loss trains with
     matched_iou = assign.quality[assign.positive]
     for b, num_gt in enumerate((2, 1)):  # every GT has a positive
         assert set(assign.gt_index[b][assign.positive[b]].tolist()) == set(range(num_gt))

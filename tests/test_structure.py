@@ -45,9 +45,8 @@ def _imports(path: Path) -> list[tuple[int, str, list[str]]]:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found += [(node.lineno, a.name, []) for a in node.names if a.name.split(".")[0] == "odcli"]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            if node.module.split(".")[0] == "odcli":
-                found.append((node.lineno, node.module, [a.name for a in node.names]))
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("odcli"):
+            found.append((node.lineno, str(node.module), [a.name for a in node.names]))
     return found
 
 

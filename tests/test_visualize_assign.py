@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from odcli.assigners.max_iou import MaxIoUAssigner
 from odcli.boxes.priors import AnchorConfig, multilevel_anchors
 from odcli.cli.main import app
-from odcli.cli.visualize_assign import parse_boxes
+from odcli.cli.options import parse_boxes
 from odcli.errors import OdetError
 
 from .conftest import COCO128, require

@@ -16,7 +16,7 @@ import yaml
 from odcli.data.datasets import build_dataset
 from odcli.errors import OdetError
 from odcli.recipe import DataConfig
-from tests.conftest import DEMO, coco8_class_names, small_demo_args, write_yolo_dataset
+from tests.conftest import COCO8, DEMO, coco8_class_names, small_demo_args, write_yolo_dataset
 
 NAMES = coco8_class_names()
 
@@ -104,3 +104,27 @@ def test_split_lists_text_files_and_test_split(tmp_path: Path) -> None:
     no_val.write_text(yaml.safe_dump({"path": str(root), "train": "images/a", "names": NAMES}))
     with pytest.raises(OdetError, match="names no 'val' split"):
         build_dataset(data, no_val, "val")
+
+
+def test_explicit_image_folder_of_a_yolo_recipe(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    written = write_yolo_dataset(root, {"train": [0, 1, 2, 3, 4, 5], "val": [6, 7]})
+    config = tmp_path / "configs"
+    config.mkdir()
+    described = _data_yaml(config, path=str(root), train="images/train", val="images/val")
+    renamed = tmp_path / "coco8.yaml"  # another name: only data.root itself leads to it
+    renamed.write_text(described.read_text())
+    data = DataConfig(format="yolo")
+    # `odet eval --images DIR` on a YOLO recipe: that folder's images and labels, and the class names
+    # of the recipe's data.yaml, whether data.root is that file or the folder holding it.
+    for where in (renamed, config):
+        chosen = build_dataset(data, where, "val", images=root / "images" / "train")
+        assert [chosen.image_path(i).name for i in range(len(chosen))] == written["train"]
+        assert chosen.classes == NAMES and chosen.num_boxes > 0
+    with pytest.raises(OdetError, match=r"image directory not found: .*nope \(check --images\)$"):
+        build_dataset(data, root, "val", images=root / "nope")
+    # A COCO file given as well: a COCO dataset over those images, whatever data.format says.
+    coco = build_dataset(
+        data, root, "val", ann=COCO8 / "annotations" / "instances.json", images=COCO8 / "images"
+    )
+    assert type(coco).__name__ == "CocoDetection" and len(coco) == 8

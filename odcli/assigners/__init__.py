@@ -3,10 +3,12 @@
 from odcli.assigners.atss import ATSSAssigner
 from odcli.assigners.dynamic_soft_label import DynamicSoftLabelAssigner
 from odcli.assigners.max_iou import MaxIoUAssigner
-from odcli.assigners.result import AssignResult
+from odcli.assigners.result import BACKGROUND, IGNORED, AssignResult
 from odcli.assigners.task_aligned import TaskAlignedAssigner
 
 __all__ = [
+    "BACKGROUND",
+    "IGNORED",
     "ATSSAssigner",
     "AssignResult",
     "DynamicSoftLabelAssigner",

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from odcli.assigners.result import AssignResult
+from odcli.assigners.result import BACKGROUND, AssignResult, resolve_multiple
 from odcli.boxes.overlaps import aligned_iou_eps_added, pairwise_iou_eps_added, points_inside_boxes_eps
 
 
@@ -101,12 +101,12 @@ class ATSSAssigner:
         positive = is_candidate & (ious > threshold) & inside & mask[:, :, None]
 
         # 4. Anchors claimed by several GTs: the GT of largest anchor IoU.
-        gt_index = _resolve_multiple(positive, ious)
+        gt_index = resolve_multiple(positive, ious)
         is_pos = positive.any(dim=1)
-        gt_index = torch.where(is_pos, gt_index, torch.full_like(gt_index, -1))
+        gt_index = torch.where(is_pos, gt_index, torch.full_like(gt_index, BACKGROUND))
 
         safe = gt_index.clamp(min=0)
-        labels = torch.where(is_pos, gt_labels.long().gather(1, safe), torch.full_like(safe, -1))
+        labels = torch.where(is_pos, gt_labels.long().gather(1, safe), torch.full_like(safe, BACKGROUND))
         if pred_boxes is None:
             quality = is_pos.float()
         else:
@@ -114,11 +114,3 @@ class ATSSAssigner:
             iou = aligned_iou_eps_added(matched, pred_boxes.float(), eps=1e-9)
             quality = torch.where(is_pos, iou, torch.zeros_like(iou))
         return AssignResult(gt_index=gt_index, labels=labels, quality=quality)
-
-
-def _resolve_multiple(positive: torch.Tensor, ious: torch.Tensor) -> torch.Tensor:
-    """(B, N) index of the GT each anchor keeps: its only positive GT, or — when several claim it —
-    the GT of highest ``ious`` (B, G, N) over all GTs (first on ties, as Paddle's ``argmax``)."""
-    first_positive = positive.to(torch.uint8).argmax(dim=1)
-    several = positive.sum(dim=1) > 1
-    return torch.where(several, ious.argmax(dim=1), first_positive)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from odcli.assigners.result import AssignResult
+from odcli.assigners.result import BACKGROUND, AssignResult
 from odcli.boxes.overlaps import pairwise_iou, points_inside_boxes
 
 _LOG_EPS = 1e-7
@@ -108,10 +108,10 @@ class DynamicSoftLabelAssigner:
         num_matches = matched.sum(dim=2)
         gt_index = torch.where(num_matches > 1, cost.argmin(dim=2), matched.to(torch.uint8).argmax(dim=2))
         positive = num_matches > 0
-        gt_index = torch.where(positive, gt_index, torch.full_like(gt_index, -1))
+        gt_index = torch.where(positive, gt_index, torch.full_like(gt_index, BACKGROUND))
 
         safe = gt_index.clamp(min=0)
-        labels = torch.where(positive, gt_labels.gather(1, safe), torch.full_like(gt_index, -1))
+        labels = torch.where(positive, gt_labels.gather(1, safe), torch.full_like(gt_index, BACKGROUND))
         quality = torch.where(
             positive, ious.gather(2, safe[..., None])[..., 0], torch.zeros_like(ious[..., 0])
         )

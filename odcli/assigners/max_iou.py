@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from odcli.assigners.result import AssignResult
+from odcli.assigners.result import BACKGROUND, IGNORED, AssignResult
 from odcli.boxes.overlaps import pairwise_iou
 
 
@@ -71,7 +71,8 @@ class MaxIoUAssigner:
             gt_mask: (B, G) bool, False for padding.
             valid: (B, N) bool, priors that may be assigned; None = all.
         Returns:
-            :class:`AssignResult` with ``gt_index`` (-1 negative, -2 ignored or invalid),
+            :class:`AssignResult` with ``gt_index`` (:data:`BACKGROUND` negative, :data:`IGNORED`
+            ignored or invalid),
             ``labels`` and ``quality`` = IoU with the assigned GT (0 where not positive).
         """
         b, g = gt_boxes.shape[:2]
@@ -81,11 +82,11 @@ class MaxIoUAssigner:
             valid = torch.ones((b, n), dtype=torch.bool, device=device)
         # Images without GTs: every valid prior is background. No GT at all, or no prior (upstream's
         # empty assignment): nothing to match, and the max over an empty dimension below would fail.
-        gt_index = torch.where(valid, -1, -2).to(torch.long)
+        gt_index = torch.where(valid, BACKGROUND, IGNORED).to(torch.long)
         if g == 0 or n == 0:
             return AssignResult(
                 gt_index=gt_index,
-                labels=torch.full((b, n), -1, dtype=torch.long, device=device),
+                labels=torch.full((b, n), BACKGROUND, dtype=torch.long, device=device),
                 quality=torch.zeros((b, n), device=device),
             )
 
@@ -99,7 +100,7 @@ class MaxIoUAssigner:
 
         has_gt = gt_mask.any(dim=1, keepdim=True)  # (B, 1)
         negative = (max_iou >= 0) & (max_iou < self.neg_iou_thr)
-        gt_index = torch.where(has_gt & valid & negative, -1, torch.where(has_gt, -2, gt_index))
+        gt_index = torch.where(has_gt & valid & negative, BACKGROUND, torch.where(has_gt, IGNORED, gt_index))
         gt_index = torch.where(max_iou >= self.pos_iou_thr, argmax, gt_index)
 
         if self.match_low_quality:
@@ -117,6 +118,6 @@ class MaxIoUAssigner:
 
         positive = gt_index >= 0
         safe = gt_index.clamp(min=0)
-        labels = torch.where(positive, gt_labels.gather(1, safe), -1)
+        labels = torch.where(positive, gt_labels.gather(1, safe), BACKGROUND)
         quality = torch.where(positive, ious.gather(1, safe[:, None, :])[:, 0], 0.0)
         return AssignResult(gt_index=gt_index, labels=labels, quality=quality)

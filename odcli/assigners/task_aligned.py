@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from odcli.assigners.atss import _resolve_multiple
-from odcli.assigners.result import AssignResult
+from odcli.assigners.result import BACKGROUND, AssignResult, resolve_multiple
 from odcli.boxes.overlaps import pairwise_iou_eps_added, points_inside_boxes_eps
 
 
@@ -81,11 +80,11 @@ class TaskAlignedAssigner:
         in_topk.scatter_(-1, top, True)
         positive = in_topk & inside & mask[:, :, None]
 
-        gt_index = _resolve_multiple(positive, ious)
+        gt_index = resolve_multiple(positive, ious)
         is_pos = positive.any(dim=1)
-        gt_index = torch.where(is_pos, gt_index, torch.full_like(gt_index, -1))
+        gt_index = torch.where(is_pos, gt_index, torch.full_like(gt_index, BACKGROUND))
         safe = gt_index.clamp(min=0)
-        labels = torch.where(is_pos, labels_gt.gather(1, safe), torch.full_like(safe, -1))
+        labels = torch.where(is_pos, labels_gt.gather(1, safe), torch.full_like(safe, BACKGROUND))
 
         # The final one-GT-per-prior mask, (B, G, N): normalise each GT's metrics over its positives.
         final = torch.zeros_like(positive)

@@ -34,15 +34,3 @@ class PriorView:
     @property
     def num_per_level(self) -> list[int]:
         return [h * w * self.per_location for h, w in self.level_sizes]
-
-
-def point_prior_view(
-    points: list[torch.Tensor], logits: torch.Tensor, boxes: torch.Tensor, sizes: list[tuple[int, int]]
-) -> PriorView:
-    """:class:`PriorView` of a point head from its per-level ``[x, y, stride, stride]`` points."""
-    flat = torch.cat(points)
-    levels = torch.cat([torch.full((len(p),), i, dtype=torch.long) for i, p in enumerate(points)])
-    return PriorView(
-        centers=flat[:, :2], strides=flat[:, 2], levels=levels, level_sizes=sizes, per_location=1,
-        anchors=None, logits=logits, boxes=boxes,
-    )  # fmt: skip

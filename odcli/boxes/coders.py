@@ -7,6 +7,17 @@ import math
 import torch
 
 
+def clip_boxes(boxes: torch.Tensor, max_shape: tuple[int, int]) -> torch.Tensor:
+    """Clamp xyxy boxes (..., 4) **in place** to the image: x to [0, w], y to [0, h]; returns ``boxes``.
+
+    ``max_shape`` is (h, w) in the boxes' pixels (a meta's ``img_shape``).
+    """
+    h, w = max_shape
+    boxes[..., 0::2] = boxes[..., 0::2].clamp(min=0, max=w)
+    boxes[..., 1::2] = boxes[..., 1::2].clamp(min=0, max=h)
+    return boxes
+
+
 def distance_to_box(
     points: torch.Tensor, distances: torch.Tensor, max_shape: tuple[int, int] | None = None
 ) -> torch.Tensor:
@@ -24,11 +35,7 @@ def distance_to_box(
     x2 = points[..., 0] + distances[..., 2]
     y2 = points[..., 1] + distances[..., 3]
     boxes = torch.stack([x1, y1, x2, y2], dim=-1)
-    if max_shape is not None:
-        h, w = max_shape
-        boxes[..., 0::2] = boxes[..., 0::2].clamp(min=0, max=w)
-        boxes[..., 1::2] = boxes[..., 1::2].clamp(min=0, max=h)
-    return boxes
+    return boxes if max_shape is None else clip_boxes(boxes, max_shape)
 
 
 def box_to_distance(
@@ -107,8 +114,4 @@ def delta_to_box(
     new_centre = centre + size * d[..., :2]
     new_size = size * d[..., 2:].clamp(min=-limit, max=limit).exp()
     boxes = torch.cat([new_centre - new_size * 0.5, new_centre + new_size * 0.5], dim=-1)
-    if max_shape is not None:
-        h, w = max_shape
-        boxes[..., 0::2] = boxes[..., 0::2].clamp(min=0, max=w)
-        boxes[..., 1::2] = boxes[..., 1::2].clamp(min=0, max=h)
-    return boxes
+    return boxes if max_shape is None else clip_boxes(boxes, max_shape)

@@ -1,4 +1,4 @@
-"""Test-time post-processing: score filter, top-k, decode, rescale, class-aware NMS."""
+"""Test-time post-processing steps: score filter, top-k, rescale, class-aware NMS (per image)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ class NMSConfig:
 
     Attributes:
         score_thr: keep (prior, class) pairs with score strictly above this.
-        nms_pre: at most this many pairs per level before NMS (best scores first).
+        nms_pre: candidates kept before NMS, best scores first: (prior, class) pairs per *level*
+            (:func:`select_topk`, MMDetection) or priors per *class* (:func:`multiclass_nms`,
+            PaddleDetection's ``nms_top_k``; there ≤ 0 keeps all).
         iou_thr: class-aware NMS IoU threshold (suppress when IoU > thr).
         max_per_img: detections kept per image after NMS.
         min_bbox_size: drop boxes whose width or height is not above this (after rescaling).
@@ -48,12 +50,18 @@ def select_topk(
     return top, pos % num_classes, pos // num_classes
 
 
-def rescale_boxes(boxes: torch.Tensor, scale_factor: tuple[float, float]) -> torch.Tensor:
-    """Map (N, 4) xyxy input-pixel boxes to original pixels, multiplying by 1/scale per axis.
+def rescale_boxes(
+    boxes: torch.Tensor, scale_factor: tuple[float, float], *, divide: bool = False
+) -> torch.Tensor:
+    """Map (..., 4) xyxy input-pixel boxes to original pixels, undoing the resize by ``scale_factor``
+    (sx, sy) = input / original size.
 
-    Multiplying by the reciprocal (not dividing) matches upstream to the last bit.
+    Upstreams differ in the last bit: MMDetection (RTMDet, RetinaNet) multiplies by the reciprocal
+    1/s (the default), PaddleDetection (PP-YOLOE) divides by s in float32 (``divide=True``).
     """
     sx, sy = scale_factor
+    if divide:
+        return boxes / boxes.new_tensor([sx, sy, sx, sy])
     inv = boxes.new_tensor([1.0 / sx, 1.0 / sy, 1.0 / sx, 1.0 / sy])
     return boxes * inv
 

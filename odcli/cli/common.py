@@ -6,7 +6,6 @@ import functools
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -14,6 +13,17 @@ from rich.markup import escape
 
 from odcli.errors import OdetError
 from odcli.runtime.console import make_console
+from odcli.runtime.paths import check_output_location, ensure_output_dir
+
+__all__ = [
+    "check_output_location",
+    "console",
+    "ensure_output_dir",
+    "err_console",
+    "fail",
+    "user_errors",
+    "warn",
+]
 
 # Writes never raise: a closed pipe (``odet … | head``) must not turn finished work into a traceback.
 console = make_console()
@@ -33,36 +43,6 @@ def warn(message: str) -> None:
     """Print ``warning: message`` on one line to stderr; the command goes on."""
     # Escaped like fail(): messages quote file names, which may contain "[...]".
     err_console.print(f"[bold yellow]warning:[/] {escape(message)}", soft_wrap=True, markup=True, emoji=False)
-
-
-def ensure_output_dir(directory: Path) -> None:
-    """Create ``directory`` or fail now with one line, before minutes of work are spent."""
-    if directory.exists() and not directory.is_dir():
-        raise OdetError(f"--out {directory} exists and is not a directory; choose a directory")
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OdetError(
-            f"cannot create output directory {directory}: {exc.strerror or exc}; choose another --out"
-        ) from None
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise OdetError(f"output directory {directory} is not writable; choose another with --out")
-
-
-def check_output_location(directory: Path, fix: str) -> None:
-    """Fail now, with one line, when ``directory`` cannot be created or written; creates nothing.
-
-    Args:
-        directory: where a command will write (it may not exist yet).
-        fix: the advice appended to the message, e.g. "choose another --run-dir".
-    """
-    existing = directory
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise OdetError(f"cannot create {directory}: {existing} is a file, not a directory; {fix}")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise OdetError(f"{existing} is not writable, so {directory} cannot be written; {fix}")
 
 
 def user_errors(func: F) -> F:

@@ -4,99 +4,38 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
-from typing import Any
 
 from rich.live import Live
 from rich.text import Text
 
 from odcli.cli.common import check_output_location, console, ensure_output_dir, warn
+from odcli.cli.options import InferOptions
 from odcli.errors import OdetError
 
 
-def frame_record(
-    frame_index: int,
-    timestamp: float,
-    det: dict,
-    classes: list[str],
-    cat_ids: list[int],
-    score_thr: float,
-    *,
-    time_base: str,
-) -> dict[str, Any]:
-    """The JSON line of one frame: its index, time (s), what the time counts and the detections
-    above ``score_thr`` (``time_base``: ``"video"`` = seconds into the file, ``"wall_clock"`` = Unix
-    time at capture, for cameras and streams)."""
-    keep = det["scores"] >= score_thr
-    boxes, scores, labels = (
-        det["boxes"][keep].tolist(),
-        det["scores"][keep].tolist(),
-        det["labels"][keep].tolist(),
-    )
-    return {
-        "frame": frame_index,
-        "time": round(timestamp, 3),
-        "time_base": time_base,
-        "detections": [
-            {
-                "bbox": [round(v, 2) for v in box],
-                "score": round(score, 4),
-                "label": int(label),
-                "category_id": int(cat_ids[label]),
-                "category": classes[label],
-            }
-            for box, score, label in zip(boxes, scores, labels, strict=True)
-        ],
-    }
-
-
 def infer_video(
-    source: str,
-    *,
-    weights: Path,
-    arch: str | None,
-    out: Path,
-    score_thr: float,
-    device: str,
-    stride: int,
-    buffered: bool,
-    show: bool,
-    max_frames: int | None,
-    compile_model: bool = False,
-    raw_boxes: bool = False,
+    source: str, options: InferOptions, *, stride: int, buffered: bool, show: bool, max_frames: int | None
 ) -> int:
     """Run a detector over a frame source; see the module docstring for the outputs.
 
-    Boxes are clipped to the frame unless ``raw_boxes`` (see :func:`odcli.predictor.clip_to_image`).
-    Frames that fail to decode are skipped with a warning on stderr.
+    Boxes are clipped to the frame unless ``options.raw_boxes`` (see
+    :func:`odcli.inference.predictor.clip_to_image`). Frames that fail to decode are skipped with a
+    warning on stderr.
 
     Returns:
         The number of frames skipped because they could not be decoded.
     """
     import cv2
 
-    from odcli.inference.predictor import (
-        Predictor,
-        clip_to_image,
-        finest_stride,
-        load_model,
-        tiny_image_warning,
-    )
+    from odcli.inference.detect import detect_frames
     from odcli.inference.sources import FrameReader, parse_source
     from odcli.viz.draw import draw_detections
 
     spec = parse_source(source)
     # Checked now, created once the source is open: a camera that is not there leaves no folder.
+    out = options.out
     check_output_location(out, "choose another --out")
-    loaded = load_model(weights, arch=arch, device=device)
-    if compile_model:
-        from odcli.models.fuse import compile_for_inference
-
-        compile_for_inference(loaded.model)
-    predictor = Predictor(loaded.model)
-    stride_px = finest_stride(loaded.model)
-    time_base = spec.time_base
-    classes, cat_ids = loaded.classes, loaded.cat_ids
+    loaded, predictor, settings = options.load()
     video_path = out / f"{spec.name}.mp4"
     lines_path = out / f"{spec.name}.jsonl"
     writer = None
@@ -113,25 +52,18 @@ def infer_video(
         try:
             with open(tmp_lines, "w") as lines, Live(console=console, transient=True) as live:
                 reported = 0
-                for frame in reader:
+                results = detect_frames(predictor, reader, settings, time_base=spec.time_base, name=spec.name)
+                for result in results:
                     reported = _report_skipped(reader.skipped, reported, spec.target)
-                    h, w = frame.image.shape[:2]
-                    if frames == 0 and (note := tiny_image_warning(h, w, stride_px, spec.name)):
-                        warn(note)
-                    t0 = time.perf_counter()
-                    det = predictor([frame.image])[0]
-                    dt = time.perf_counter() - t0
-                    if not raw_boxes:
-                        det = clip_to_image(det, h, w)
+                    if result.warning:
+                        warn(result.warning)
+                    dt = result.model_seconds
                     fps_smoothed = 1.0 / dt if frames == 0 else 0.9 * fps_smoothed + 0.1 / dt
-                    record = frame_record(
-                        frame.index, frame.timestamp, det, classes, cat_ids, score_thr, time_base=time_base
-                    )
-                    lines.write(json.dumps(record) + "\n")
-                    keep = det["scores"] >= score_thr
+                    lines.write(json.dumps(result.record) + "\n")
+                    det = result.det
                     canvas = draw_detections(
-                        frame.image, det["boxes"][keep], det["scores"][keep], det["labels"][keep], classes,
-                        score_thr=score_thr, max_dets=int(keep.sum()),
+                        result.frame.image, det["boxes"], det["scores"], det["labels"], loaded.classes,
+                        score_thr=options.score_thr, max_dets=len(det["scores"]),
                     )  # fmt: skip
                     if writer is None:
                         h, w = canvas.shape[:2]
@@ -145,7 +77,7 @@ def infer_video(
                     total = f"/{reader.frame_count // stride}" if reader.frame_count else ""
                     live.update(
                         Text(f"{spec.kind} {spec.name} · frame {frames}{total} · {fps_smoothed:5.1f} FPS "
-                             f"model · {len(record['detections'])} detections")
+                             f"model · {len(result.record['detections'])} detections")
                     )  # fmt: skip
                     if show and not _show(canvas):
                         break

@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 
 from odcli.cli.common import check_output_location, console, user_errors
+from odcli.cli.options import set_option
 from odcli.errors import OdetError
 
 
@@ -32,11 +33,12 @@ def _child_argv(
 @user_errors
 def train(
     recipe: Path = typer.Argument(..., help="recipe file (.yaml/.toml), e.g. recipes/rtmdet_tiny.yaml"),
-    set_: list[str] = typer.Option(
-        [], "--set", help="override a recipe value: section.key=value (repeatable)"
-    ),
+    set_: list[str] = set_option(),
     resume: bool = typer.Option(
-        False, "--resume", help="continue the run in its run directory from last.safetensors, mid-epoch too"
+        False,
+        "--resume",
+        help="continue the run in its run directory from last.safetensors, mid-epoch too, with the run's own "
+        "settings (its recipe.yaml); --set then changes only what it names",
     ),
     extend_epochs: int | None = typer.Option(
         None,
@@ -78,6 +80,7 @@ def train(
             return
 
     from odcli.engine.trainer import Trainer
+    from odcli.viz.sample_prediction import SamplePredictionHook
 
     dist.setup(cfg.train.dist_backend, resolve_device(cfg.train.device).type)
     try:
@@ -89,13 +92,15 @@ def train(
             cfg, notes = recipe_for_resume(cfg, out, set_)
             for line in notes if dist.is_main_process() else []:
                 console.print(line, soft_wrap=True, markup=False)
-        trainer = Trainer(cfg, run_dir=out, resume=resume, extend_epochs=extend_epochs, console=console)
+        sample = SamplePredictionHook()  # the best weights' detections on a validation image
+        trainer = Trainer(
+            cfg, run_dir=out, resume=resume, extend_epochs=extend_epochs, console=console, hooks=[sample]
+        )
         best = trainer.fit()
         if dist.is_main_process():
             record_latest(cfg, out)
             console.print(f"[bold green]done[/]: best checkpoint {best}")
-            picture = trainer.draw_sample_prediction(best)
-            if picture is not None:
-                console.print(f"sample prediction: {picture}")
+            if sample.picture is not None:
+                console.print(f"sample prediction: {sample.picture}")
     finally:
         dist.cleanup()

@@ -4,177 +4,113 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from odcli.cli.common import console, ensure_output_dir, user_errors
+from odcli.cli.options import arch_option, out_option, parse_boxes, weights_option
 from odcli.errors import OdetError
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from odcli.inference.load import LoadedModel
+    from odcli.recipe import Recipe
 
-def parse_boxes(text: str, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """``"x1,y1,x2,y2,label;…"`` (original pixels; label a class name or index) → (G, 4), (G,)."""
-    import numpy as np
-
-    boxes, labels = [], []
-    for part in filter(None, (p.strip() for p in text.split(";"))):
-        fields = [f.strip() for f in part.split(",")]
-        if len(fields) not in (4, 5):
-            raise OdetError(f"--boxes entry {part!r}: expected x1,y1,x2,y2[,label]")
-        try:
-            box = [float(v) for v in fields[:4]]
-        except ValueError:
-            raise OdetError(f"--boxes entry {part!r}: coordinates must be numbers") from None
-        if box[2] <= box[0] or box[3] <= box[1]:
-            raise OdetError(f"--boxes entry {part!r}: need x2 > x1 and y2 > y1")
-        label = fields[4] if len(fields) == 5 else "0"
-        if label.isdigit():
-            index = int(label)
-        elif label in classes:
-            index = classes.index(label)
-        else:
-            raise OdetError(f"--boxes label {label!r} is neither a class index nor a class name")
-        boxes.append(box)
-        labels.append(index)
-    if not boxes:
-        raise OdetError("--boxes is empty; give x1,y1,x2,y2,label;…")
-    return np.array(boxes, np.float32), np.array(labels, np.int64)
+UNTRAINED = "untrained: dynamic assigners follow the priors only"
 
 
-def _annotation_candidates(image: Path, recipe_anns: list[Path]) -> list[Path]:
-    """COCO files that may list ``image``: the recipe's, then any beside the image or its folder."""
-    found = [p for p in recipe_anns if p.is_file()]
-    for folder in (image.parent, image.parent.parent, image.parent.parent / "annotations"):
-        if folder.is_dir():
-            found += sorted(folder.glob("*.json"))
-    return list(dict.fromkeys(found))
-
-
-def boxes_from_annotations(image: Path, ann_files: list[Path]) -> tuple[np.ndarray, np.ndarray, Path] | None:
-    """GT of ``image`` (matched by file name) from the first COCO file that lists it."""
-    from odcli.data.coco import CocoDetection
-
-    for ann in ann_files:
-        try:
-            data = json.loads(ann.read_text())
-        except (OSError, ValueError):
-            continue
-        if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
-            continue
-        if not any(Path(str(im.get("file_name", ""))).name == image.name for im in data["images"]):
-            continue
-        dataset = CocoDetection(ann_file=ann, image_dir=image.parent)
-        for i, image_id in enumerate(dataset.image_ids):
-            if Path(dataset.coco.imgs[image_id]["file_name"]).name == image.name:
-                boxes, labels = dataset.annotations(i)
-                return boxes, labels, ann
-    return None
-
-
-def _load_detector(arch: str | None, recipe: Path | None, weights: Path | None) -> tuple[Any, list[str], str]:
-    """(model, class names, description) from --weights / --recipe / --arch, else the latest run."""
-    import odcli
-    from odcli.data.coco_classes import COCO_CLASSES
+def _load_detector(arch: str | None, recipe: Recipe | None, weights: Path | None) -> tuple[LoadedModel, str]:
+    """(model, description) from --weights / --recipe / --arch, else the latest run's best weights,
+    else an untrained RTMDet-tiny."""
     from odcli.engine.run_dir import latest_run
-    from odcli.inference.predictor import load_model
+    from odcli.inference.load import load_model
 
     if weights is not None:
         loaded = load_model(weights, arch=arch, device="cpu", optimize=False)
-        return loaded.model, loaded.classes, f"{loaded.model.arch} with weights {weights}"
+        return loaded, f"{loaded.model.arch} with weights {weights}"
     if recipe is not None or arch is not None:
-        model = odcli.build_detector(str(recipe or arch))
-        names = list(COCO_CLASSES) if model.num_classes == 80 else [str(i) for i in range(model.num_classes)]
-        return model, names, f"{model.arch} (untrained: dynamic assigners follow the priors only)"
+        loaded = load_model(arch=arch, config=recipe.model if recipe else None, device="cpu", optimize=False)
+        return loaded, f"{loaded.model.arch} ({UNTRAINED})"
     run = latest_run()
     best = run / "best.safetensors" if run else None
     if best is not None and best.exists():
         loaded = load_model(best, device="cpu", optimize=False)
-        return loaded.model, loaded.classes, f"{loaded.model.arch} from the latest run {best}"
-    model = odcli.build_detector("rtmdet_tiny")
-    return model, list(COCO_CLASSES), "rtmdet_tiny (untrained: dynamic assigners follow the priors only)"
+        return loaded, f"{loaded.model.arch} from the latest run {best}"
+    loaded = load_model(arch="rtmdet_tiny", device="cpu", optimize=False)
+    return loaded, f"rtmdet_tiny ({UNTRAINED})"
+
+
+def _ground_truth(
+    image: Path, boxes: str | None, ann: Path | None, recipe: Recipe | None, classes: list[str]
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """(GT boxes (G, 4) xyxy image pixels, labels (G,), where they came from) for ``image``."""
+    from odcli.data.annotation_lookup import annotation_candidates, boxes_from_annotations
+
+    if boxes is not None:
+        gt, labels = parse_boxes(boxes, classes)
+        return gt, labels, "--boxes"
+    preferred = (
+        [recipe.data_root / recipe.data.val_ann, recipe.data_root / recipe.data.train_ann] if recipe else []
+    )
+    found = boxes_from_annotations(image, [ann] if ann else annotation_candidates(image, preferred))
+    if found is None:
+        raise OdetError(
+            f'no ground-truth boxes for {image.name}: pass --boxes "x1,y1,x2,y2,label;…" or '
+            "--ann a COCO file that lists it"
+        )
+    gt, labels, ann_used = found
+    if len(gt) == 0:
+        raise OdetError(f"{image.name} has no boxes in {ann_used}; pass --boxes to draw some")
+    return gt, labels, str(ann_used)
 
 
 @user_errors
 def visualize_assign(
     image: Path = typer.Argument(..., help="Image file."),
-    arch: str | None = typer.Option(None, "--arch", help="Detector, e.g. rtmdet_tiny, retinanet_r18."),
+    arch: str | None = arch_option("The model to build (untrained unless --weights)."),
     recipe: Path | None = typer.Option(None, "--recipe", help="Recipe whose model (and dataset) to use."),
-    weights: Path | None = typer.Option(None, "--weights", "-w", help="Trained weights (dynamic assigners)."),
+    weights: Path | None = weights_option(
+        "Upstream files need --arch. Trained weights make the dynamic assigners (tal, dsl) meaningful."
+    ),
     boxes: str | None = typer.Option(
         None, "--boxes", help='GT boxes in image pixels: "x1,y1,x2,y2,label;…".'
     ),
     ann: Path | None = typer.Option(None, "--ann", help="COCO annotation file that lists the image."),
     assigner: list[str] = typer.Option([], "--assigner", "-a", help="maxiou, atss, tal, dsl (default: all)."),
-    out: Path = typer.Option(Path("runs/assign"), "--out", "-o", help="Output directory."),
+    out: Path = out_option(Path("runs/assign"), "Output directory."),
 ) -> None:
     """Draw, per FPN level, the priors each assigner makes positive for each ground-truth box."""
     import cv2
-    import torch
 
     from odcli.data.image_io import read_image
-    from odcli.data.loader import collate, prepare_batch
-    from odcli.inference.predictor import Predictor
     from odcli.viz.assignment import (
         ASSIGNERS,
         DYNAMIC,
+        assign_image,
+        check_assigners,
         draw_assignment,
-        run_assigner,
         stack_rows,
-        summarize,
     )
 
     names = assigner or list(ASSIGNERS)
-    for name in names:
-        if name not in ASSIGNERS:
-            raise OdetError(f"unknown assigner {name!r}; choose from {', '.join(ASSIGNERS)}")
+    check_assigners(names)
     img = read_image(image)
-    model, classes, described = _load_detector(arch, recipe, weights)
-    model.eval()
-    if not hasattr(model.head, "prior_view"):
-        raise OdetError(f"{model.arch}'s head cannot show its priors yet")
+    parsed_recipe = None
+    if recipe is not None:
+        from odcli.recipe import load_recipe
 
-    if boxes is not None:
-        gt, labels = parse_boxes(boxes, classes)
-        source = "--boxes"
-    else:
-        recipe_anns: list[Path] = []
-        if recipe is not None:
-            from odcli.recipe import load_recipe
-
-            r = load_recipe(recipe)
-            recipe_anns = [r.data_root / r.data.val_ann, r.data_root / r.data.train_ann]
-        found = boxes_from_annotations(image, [ann] if ann else _annotation_candidates(image, recipe_anns))
-        if found is None:
-            raise OdetError(
-                f'no ground-truth boxes for {image.name}: pass --boxes "x1,y1,x2,y2,label;…" or '
-                "--ann a COCO file that lists it"
-            )
-        gt, labels, ann_used = found
-        source = str(ann_used)
-        if len(gt) == 0:
-            raise OdetError(f"{image.name} has no boxes in {ann_used}; pass --boxes to draw some")
-
-    import numpy as np
-
-    predictor = Predictor(model)
-    sample = predictor.prepare(img, file_name=image.name)
-    sx, sy = sample["scale_factor"]
-    gt_input = gt * np.array([sx, sy, sx, sy], np.float32)
-    batch, _, metas = collate([sample], pad_value=int(model.input_spec.pad_value))
-    with torch.no_grad():
-        view = model.head.prior_view(*model(prepare_batch(batch, metas, model.input_spec, "cpu")))
+        parsed_recipe = load_recipe(recipe)
+    loaded, described = _load_detector(arch, parsed_recipe, weights)
+    gt, labels, source = _ground_truth(image, boxes, ann, parsed_recipe, loaded.classes)
+    result = assign_image(loaded.model, img, gt, labels, names)
 
     ensure_output_dir(out)
-    rows, summaries = [], []
-    gt_t, labels_t = torch.from_numpy(gt_input), torch.from_numpy(labels)
-    for name in names:
-        result = run_assigner(name, view, gt_t, labels_t)
-        summaries.append(summarize(name, result, view, len(gt)))
-        strip = draw_assignment(sample["img"], view, result, gt_input, name.upper())
+    rows = []
+    for name, assigned in result.results.items():
+        strip = draw_assignment(result.image, result.view, assigned, result.gt_boxes, name.upper())
         cv2.imwrite(str(out / f"assign_{image.stem}_{name}.png"), strip)
         rows.append(strip)
     picture = out / f"assign_{image.stem}.png"
@@ -183,21 +119,22 @@ def visualize_assign(
         "image": str(image),
         "model": described,
         "gt_source": source,
-        "gt_boxes_input_pixels": gt_input.tolist(),
+        "gt_boxes_input_pixels": result.gt_boxes.tolist(),
         "gt_labels": labels.tolist(),
-        "levels": [list(s) for s in view.level_sizes],
-        "assigners": [s.to_dict() for s in summaries],
+        "levels": [list(s) for s in result.view.level_sizes],
+        "assigners": [s.to_dict() for s in result.summaries],
     }
     (out / f"assign_{image.stem}.json").write_text(json.dumps(report))
 
+    classes = loaded.classes
     table = Table(title=f"positives per GT per level — {described}", title_justify="left")
     table.add_column("GT")
-    for s in summaries:
+    for s in result.summaries:
         table.add_column(f"{s.assigner} (P3…)", justify="right")
     for g in range(len(gt)):
         name = classes[labels[g]] if 0 <= labels[g] < len(classes) else str(labels[g])
-        table.add_row(f"{g} {name}", *("/".join(map(str, s.counts[g])) for s in summaries))
+        table.add_row(f"{g} {name}", *("/".join(map(str, s.counts[g])) for s in result.summaries))
     console.print(table)
-    if weights is None and any(n in DYNAMIC for n in names) and "untrained" in described:
+    if weights is None and any(n in DYNAMIC for n in names) and UNTRAINED in described:
         console.print("note: without --weights the dynamic assigners (tal, dsl) see untrained predictions")
     console.print(f"boxes from {source} · picture {picture}")

@@ -16,17 +16,16 @@ from pathlib import Path
 import typer
 
 from odcli.cli.common import console, ensure_output_dir, user_errors
+from odcli.cli.options import out_option, set_option
 
 
 @user_errors
 def visualize_data(
     recipe: Path = typer.Argument(..., help="recipe file (.yaml/.toml), e.g. recipes/rtmdet_tiny.yaml"),
-    set_: list[str] = typer.Option(
-        [], "--set", help="override a recipe value: section.key=value (repeatable)"
-    ),
+    set_: list[str] = set_option(),
     num: int = typer.Option(16, "--num", help="number of augmented samples in the grid"),
-    out: Path | None = typer.Option(
-        None, "--out", help="PNG file to write (default: <train.output_dir>/<recipe>_data_<stage>.png)"
+    out: Path | None = out_option(
+        None, "PNG file to write (default: <train.output_dir>/<recipe>_data_<stage>.png)."
     ),
     stage: str | None = typer.Option(
         None, "--stage", help="pipeline stage: strong | weak (default: the first stage of the pipeline)"

@@ -32,7 +32,7 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
 from odcli.data.image_io import read_image
-from odcli.data.transforms import Sample, process_rng
+from odcli.data.sample import Sample, process_rng
 from odcli.errors import OdetError
 
 __all__ = ["CocoDetection", "load_coco_json"]
@@ -257,12 +257,6 @@ class CocoDetection(Dataset):
         if not -n <= i < n:
             raise IndexError(f"index {i} out of range for a dataset of {n} images")
         return i % n
-
-    def label_to_cat_id(self, label: int) -> int:
-        """COCO category id of contiguous ``label`` (0..K-1)."""
-        if not 0 <= label < len(self.cat_ids):
-            raise ValueError(f"label {label} out of range 0..{len(self.cat_ids) - 1}")
-        return self.cat_ids[label]
 
     def image_path(self, i: int) -> Path:
         """Path of image ``i``."""

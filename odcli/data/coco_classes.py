@@ -1,5 +1,6 @@
 """The 80 COCO detection classes in label order (ascending category id), for checkpoints converted
-from upstream COCO models that carry no class list of their own."""
+from upstream COCO models that carry no class list of their own, and the class names of any model
+that has none (:func:`default_class_names`)."""
 
 from __future__ import annotations
 
@@ -168,3 +169,15 @@ COCO_CATEGORY_IDS: tuple[int, ...] = (
     89,
     90,
 )
+
+
+def default_class_names(num_classes: int) -> tuple[list[str], list[int]]:
+    """(class names, COCO category ids) of a model that carries none of its own.
+
+    An 80-class model is taken to be a COCO model (upstream checkpoints are): COCO's names and
+    category ids. Any other count gets ``class_0 … class_{K-1}`` and ids ``1 … K`` (COCO's ids
+    start at 1).
+    """
+    if num_classes == len(COCO_CLASSES):
+        return list(COCO_CLASSES), list(COCO_CATEGORY_IDS)
+    return [f"class_{i}" for i in range(num_classes)], list(range(1, num_classes + 1))

@@ -1,102 +1,25 @@
 """Multi-image augmentations of RTMDet's first training stage: cached Mosaic and cached MixUp.
 
-Both follow MMDetection 3.3's ``CachedMosaic`` / ``CachedMixUp`` and the :mod:`odcli.data.transforms`
+Both follow MMDetection 3.3's ``CachedMosaic`` / ``CachedMixUp`` and the :mod:`odcli.data.sample`
 conventions (``t(sample, rng)``, boxes (N, 4) float32 xyxy pixels that move with the pixels, sizes
-given as (w, h), inputs never written to).
-
-**The image cache** (RTMDet's speed-up over YOLOv5-style mixing): every call first *adds the incoming
-sample* to a bounded cache, evicting one entry when it holds more than ``max_cached_images`` — a
-random one (``random_pop=True``) or the oldest (``random_pop=False``, RTMDet-tiny, for steadier
-training). The partner images are then drawn (with replacement) from the cache, so one call reads
-exactly one image from disk — the incoming one, read by the dataset — instead of 4 (Mosaic) or 2
-(MixUp). Like upstream, the sample passes through unchanged while the cache holds <= 4 (Mosaic) or
-<= 1 (MixUp) samples, and the incoming sample itself may be drawn as its own partner.
-
-The cache lives in the transform object, so each DataLoader worker (which holds its own copy of the
-dataset and its transforms) has its own cache, filled only by the samples that worker produced.
-Augmentation is therefore reproducible for a given seed *and* number of workers, not across worker
-counts. The cache stores the sample dicts themselves — no deep copies: the image array is shared
-(every transform in this package returns new arrays and never writes to its input; the cached entry
-holds a read-only view so an accidental write through it fails loudly), and boxes/labels are copied
-(a few bytes) so a batch's target tensors never alias a cached entry.
-
-``use_cache=False`` gives the classic variants for comparison (``bench/augment.py``): the partners are
-loaded through ``partner_source`` (e.g. :class:`DatasetPartners`), i.e. read and decoded from disk on
-every call.
+given as (w, h), inputs never written to). Their partner images come from the per-worker image cache
+of :mod:`odcli.data.mix_cache` (or, with ``use_cache=False``, from disk on every call).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
 
-from odcli.data.transforms import Sample, _check_size, _clip_boxes, _replace
-from odcli.errors import OdetError
+from odcli.data.checks import check_pad_value, check_prob, check_range, check_size
+from odcli.data.geometric import clip_boxes
+from odcli.data.mix_cache import CachedMixing, PartnerSource, cached_transforms
+from odcli.data.sample import Sample, replace_sample
 
-__all__ = [
-    "CachedMixUp",
-    "CachedMosaic",
-    "DatasetPartners",
-    "SampleCache",
-    "blend_half",
-    "cached_transforms",
-]
-
-PartnerSource = Callable[[np.random.Generator], Sample]
-"""Loads one random partner sample (untransformed, straight from the dataset): ``rng -> sample``."""
-
-
-class SampleCache:
-    """A bounded list of samples with FIFO or random eviction (the cache of RTMDet's mixing transforms).
-
-    Entries are shallow copies of the added samples: the image is shared through a read-only view,
-    boxes and labels are copied.
-    """
-
-    def __init__(self, max_size: int, random_pop: bool) -> None:
-        """Args: max_size: entries kept after each :meth:`add`; random_pop: evict a random entry
-        (True) or the oldest one (False) when full."""
-        self.max_size = int(max_size)
-        self.random_pop = bool(random_pop)
-        self.entries: list[Sample] = []
-
-    def add(self, sample: Sample, rng: np.random.Generator) -> None:
-        """Append ``sample``; if that makes the cache exceed ``max_size``, evict one entry (possibly
-        the one just added, when ``random_pop``, exactly as upstream)."""
-        img = sample["img"].view()
-        img.flags.writeable = False
-        self.entries.append(
-            _replace(sample, img=img, boxes=sample["boxes"].copy(), labels=sample["labels"].copy())
-        )
-        if len(self.entries) > self.max_size:
-            index = int(rng.integers(0, len(self.entries))) if self.random_pop else 0
-            del self.entries[index]
-
-    def pick(self, rng: np.random.Generator) -> Sample:
-        """A uniformly random entry (not removed)."""
-        return self.entries[int(rng.integers(0, len(self.entries)))]
-
-    def clear(self) -> None:
-        """Drop every entry (frees the images)."""
-        self.entries.clear()
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-
-class DatasetPartners:
-    """A :data:`PartnerSource` over a dataset with ``load_raw(i)``: a uniformly random image, read and
-    decoded from disk on each call (what the non-cached Mosaic/MixUp cost)."""
-
-    def __init__(self, dataset: Any) -> None:
-        """Args: dataset: e.g. :class:`~odcli.data.coco.CocoDetection` (``len`` and ``load_raw``)."""
-        self.dataset = dataset
-
-    def __call__(self, rng: np.random.Generator) -> Sample:
-        return self.dataset.load_raw(int(rng.integers(0, len(self.dataset))))
+# cached_transforms lives in odcli.data.mix_cache; re-exported for callers that import it from here.
+__all__ = ["CachedMixUp", "CachedMosaic", "blend_half", "cached_transforms"]
 
 
 def blend_half(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -107,25 +30,6 @@ def blend_half(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     no float temporaries), several times faster on a 640×640 image.
     """
     return np.bitwise_and(a, b) + np.right_shift(np.bitwise_xor(a, b), 1)
-
-
-def _check_range(name: str, values: Sequence[float], low: float = 0.0) -> tuple[float, float]:
-    """Validate a (low, high) pair from a recipe: low_bound < lo <= hi."""
-    if len(values) != 2 or not low < float(values[0]) <= float(values[1]):
-        raise OdetError(f"{name} must be two numbers with {low:g} < low <= high, got {tuple(values)}")
-    return float(values[0]), float(values[1])
-
-
-def _check_prob(name: str, prob: float) -> float:
-    if not 0.0 <= prob <= 1.0:
-        raise OdetError(f"{name} must be in [0, 1], got {prob}")
-    return float(prob)
-
-
-def _check_pad(pad_val: float) -> int:
-    if not 0 <= pad_val <= 255:
-        raise OdetError(f"pad value must be in 0..255 for uint8 images, got {pad_val}")
-    return int(pad_val)
 
 
 def _keep_inside(boxes: np.ndarray, w: float, h: float) -> np.ndarray:
@@ -163,57 +67,7 @@ def _fill_around(
     canvas[hy1:hy2, hx2:rx2] = value
 
 
-class _CachedMixing:
-    """What CachedMosaic and CachedMixUp share: the sample cache, or the partner loader that replaces
-    it with ``use_cache=False``. Subclasses call :meth:`_setup_partners` from ``__init__``."""
-
-    name: str  # "Mosaic" / "MixUp", for messages
-    min_cached: int  # smallest allowed cache
-    warm_size: int  # the incoming sample passes through while the cache holds this many or fewer
-
-    def _setup_partners(
-        self, max_cached_images: int, random_pop: bool, use_cache: bool, partner_source: PartnerSource | None
-    ) -> None:
-        if max_cached_images < self.min_cached:
-            raise OdetError(
-                f"{self.name.lower()} cache size must be >= {self.min_cached} images, got {max_cached_images}"
-            )
-        self.use_cache = bool(use_cache)
-        if not self.use_cache and partner_source is None:
-            raise OdetError(
-                f"Cached{self.name}(use_cache=False) needs a partner_source to load partner images"
-            )
-        self.partner_source = partner_source
-        self.cache = SampleCache(max_cached_images, random_pop)
-
-    @property
-    def max_cached_images(self) -> int:
-        return self.cache.max_size
-
-    @property
-    def random_pop(self) -> bool:
-        return self.cache.random_pop
-
-    def clear_cache(self) -> None:
-        """Empty the cache (the pipeline switch calls it once this stage is no longer used)."""
-        self.cache.clear()
-
-    def _admit(self, sample: Sample, rng: np.random.Generator) -> bool:
-        """Cache ``sample``; False while the cache is still too cold to mix (upstream passes it through)."""
-        if not self.use_cache:
-            return True
-        self.cache.add(sample, rng)
-        return len(self.cache) > self.warm_size
-
-    def _draw_partner(self, rng: np.random.Generator) -> Sample:
-        """One random partner: from the cache (with replacement), or loaded by ``partner_source``."""
-        if self.use_cache:
-            return self.cache.pick(rng)
-        assert self.partner_source is not None
-        return self.partner_source(rng)
-
-
-class CachedMosaic(_CachedMixing):
+class CachedMosaic(CachedMixing):
     """Four images around a random centre of a 2 × ``img_scale`` canvas (upstream ``CachedMosaic``).
 
     Tiles: the incoming sample (top-left) and three partners, each keep-ratio resized to fit
@@ -254,10 +108,10 @@ class CachedMosaic(_CachedMixing):
             use_cache: draw partners from the cache; False loads them with ``partner_source``.
             partner_source: ``rng -> sample`` loader, required when ``use_cache`` is False.
         """
-        self.img_scale = _check_size("mosaic img_scale", img_scale)
-        self.center_ratio_range = _check_range("mosaic center_ratio_range", center_ratio_range)
-        self.pad_val = _check_pad(pad_val)
-        self.prob = _check_prob("mosaic probability", prob)
+        self.img_scale = check_size("mosaic img_scale", img_scale)
+        self.center_ratio_range = check_range("mosaic center_ratio_range", center_ratio_range)
+        self.pad_val = check_pad_value(pad_val)
+        self.prob = check_prob("mosaic probability", prob)
         self._setup_partners(max_cached_images, random_pop, use_cache, partner_source)
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
@@ -294,11 +148,11 @@ class CachedMosaic(_CachedMixing):
             boxes = tile["boxes"] * np.float32(s) + np.array([ox, oy, ox, oy], dtype=np.float32)
             all_boxes.append(boxes.astype(np.float32, copy=False))
             all_labels.append(tile["labels"])
-        boxes = _clip_boxes(np.concatenate(all_boxes).reshape(-1, 4), canvas_w, canvas_h)
+        boxes = clip_boxes(np.concatenate(all_boxes).reshape(-1, 4), canvas_w, canvas_h)
         labels = np.concatenate(all_labels)
         keep = _keep_inside(boxes, canvas_w, canvas_h)
         shape = (canvas_h, canvas_w)
-        return _replace(
+        return replace_sample(
             tiles[0],
             img=canvas,
             boxes=boxes[keep],
@@ -317,7 +171,7 @@ class CachedMosaic(_CachedMixing):
         )
 
 
-class CachedMixUp(_CachedMixing):
+class CachedMixUp(CachedMixing):
     """YOLOX-style MixUp with a partner from the cache (upstream ``CachedMixUp``).
 
     The partner (a cached sample with boxes: up to ``max_iters`` random draws) is keep-ratio resized
@@ -363,12 +217,12 @@ class CachedMixUp(_CachedMixing):
             use_cache: draw the partner from the cache; False loads it with ``partner_source``.
             partner_source: ``rng -> sample`` loader, required when ``use_cache`` is False.
         """
-        self.img_scale = _check_size("mixup img_scale", img_scale)
-        self.ratio_range = _check_range("mixup ratio_range", ratio_range)
-        self.flip_ratio = _check_prob("mixup flip_ratio", flip_ratio)
-        self.pad_val = _check_pad(pad_val)
+        self.img_scale = check_size("mixup img_scale", img_scale)
+        self.ratio_range = check_range("mixup ratio_range", ratio_range)
+        self.flip_ratio = check_prob("mixup flip_ratio", flip_ratio)
+        self.pad_val = check_pad_value(pad_val)
         self.max_iters = max(1, int(max_iters))
-        self.prob = _check_prob("mixup probability", prob)
+        self.prob = check_prob("mixup probability", prob)
         self._setup_partners(max_cached_images, random_pop, use_cache, partner_source)
 
     def _partner(self, rng: np.random.Generator) -> Sample:
@@ -420,17 +274,17 @@ class CachedMixUp(_CachedMixing):
         window = padded[y_off : y_off + target_h, x_off : x_off + target_w]
         mixed = self.blend(sample["img"], window)
 
-        p_boxes = _clip_boxes(partner["boxes"] * np.float32(s * jitter), origin_w, origin_h)
+        p_boxes = clip_boxes(partner["boxes"] * np.float32(s * jitter), origin_w, origin_h)
         if flip:
             p_boxes = np.stack(
                 [origin_w - p_boxes[:, 2], p_boxes[:, 1], origin_w - p_boxes[:, 0], p_boxes[:, 3]], axis=1
             )
         p_boxes = p_boxes - np.array([x_off, y_off, x_off, y_off], dtype=np.float32)
-        p_boxes = _clip_boxes(p_boxes, target_w, target_h)
+        p_boxes = clip_boxes(p_boxes, target_w, target_h)
         boxes = np.concatenate([sample["boxes"].reshape(-1, 4), p_boxes.reshape(-1, 4)]).astype(np.float32)
         labels = np.concatenate([sample["labels"], partner["labels"]])
         keep = _keep_inside(boxes, target_w, target_h)
-        return _replace(sample, img=mixed, boxes=boxes[keep], labels=labels[keep])
+        return replace_sample(sample, img=mixed, boxes=boxes[keep], labels=labels[keep])
 
     def __repr__(self) -> str:
         return (
@@ -439,9 +293,3 @@ class CachedMixUp(_CachedMixing):
             f"max_cached_images={self.max_cached_images}, random_pop={self.random_pop}, prob={self.prob}, "
             f"use_cache={self.use_cache})"
         )
-
-
-def cached_transforms(transform: Any) -> list[Any]:
-    """The transforms with a cache (``clear_cache``) inside ``transform`` (a Compose or a single one)."""
-    inner = getattr(transform, "transforms", [transform])
-    return [t for t in inner if hasattr(t, "clear_cache")]

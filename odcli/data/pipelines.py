@@ -1,7 +1,9 @@
-"""Training pipelines by name: which transforms a family trains with (``data.train_pipeline``).
+"""The pipelines: which transforms a model is evaluated with, and which a family trains with.
 
-Each builder reads the ``data`` section of the recipe and the model's input spec; adding a family
-means adding one function and one table entry here.
+:func:`build_test_transforms` is the evaluation / inference pipeline (resize, then pad for RTMDet).
+Training pipelines are chosen by name (``data.train_pipeline``): each builder reads the ``data``
+section of the recipe and the model's input spec; adding a family means adding one function and one
+table entry here.
 """
 
 from __future__ import annotations
@@ -9,16 +11,55 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from odcli.data.transforms import (
-    Compose,
-    RandomFlip,
-    RandomResize,
-    Resize,
-    Transform,
-    YOLOXHSVRandomAug,
-    build_train_transforms,
-)
+from odcli.data import ppdet_transforms as ppdet
+from odcli.data.geometric import Pad, RandomCrop, RandomFlip, RandomResize, Resize
+from odcli.data.mix import CachedMixUp, CachedMosaic
+from odcli.data.photometric import YOLOXHSVRandomAug
+from odcli.data.sample import Compose, Transform
+from odcli.data.stages import StagedPipeline
 from odcli.errors import OdetError
+
+__all__ = ["TRAIN_PIPELINES", "build_test_transforms", "build_train_pipeline", "build_train_transforms"]
+
+
+def build_test_transforms(
+    scale: tuple[int, int] = (640, 640),
+    pad_val: int = 114,
+    pad: bool = True,
+    *,
+    keep_ratio: bool = True,
+    interpolation: str = "bilinear",
+) -> Compose:
+    """Evaluation pipeline: keep-ratio :class:`Resize` to ``scale`` = (w, h), then (RTMDet) a
+    :class:`Pad` to exactly ``scale`` with ``pad_val``. RetinaNet's upstream test pipeline has no pad
+    (``scale=(1333, 800), pad=False``): its batch padding happens after normalisation. PP-YOLOE
+    resizes to exactly ``scale`` (``keep_ratio=False``) with ``interpolation="cubic"``, no pad."""
+    steps: list[Transform] = [Resize(scale, keep_ratio=keep_ratio, interpolation=interpolation)]
+    if pad:
+        steps.append(Pad(size=scale, pad_val=pad_val))
+    return Compose(steps)
+
+
+def build_train_transforms(
+    scale: tuple[int, int] = (640, 640),
+    ratio_range: tuple[float, float] = (0.5, 2.0),
+    crop_size: tuple[int, int] = (640, 640),
+    hsv: bool = True,
+    flip_prob: float = 0.5,
+    pad_val: int = 114,
+) -> Compose:
+    """RTMDet training pipeline without mosaic/mix-up (upstream's second stage): RandomResize →
+    RandomCrop → YOLOXHSVRandomAug (if ``hsv``) → RandomFlip → Pad to ``crop_size``.
+    All sizes are (w, h) pixels."""
+    steps: list[Transform] = [
+        RandomResize(scale, ratio_range=ratio_range, keep_ratio=True),
+        RandomCrop(crop_size),
+    ]
+    if hsv:
+        steps.append(YOLOXHSVRandomAug())
+    steps.append(RandomFlip(flip_prob))
+    steps.append(Pad(size=crop_size, pad_val=pad_val))
+    return Compose(steps)
 
 
 def _rtmdet(data: Any, spec: Any) -> Compose:
@@ -38,10 +79,6 @@ def _rtmdet_strong(data: Any, spec: Any) -> Transform:
     cached Mosaic (tiles fitted to ``img_scale``) → RandomResize(``strong_scale`` × ``resize_ratio_range``)
     → RandomCrop(``crop_size``) → HSV → flip → Pad(``crop_size``) → cached MixUp, and whose ``weak`` stage
     is :func:`_rtmdet`. The trainer switches to ``weak`` at ``train.switch_epoch`` (upstream 280 of 300)."""
-    from odcli.data.mix import CachedMixUp, CachedMosaic
-    from odcli.data.stages import StagedPipeline
-    from odcli.data.transforms import Pad, RandomCrop
-
     pad = int(spec.pad_value)
     img_scale = tuple(data.img_scale)
     strong_scale = tuple(data.strong_scale) if data.strong_scale else (2 * img_scale[0], 2 * img_scale[1])
@@ -82,13 +119,12 @@ def _retinanet(data: Any, spec: Any) -> Compose:
 def _ppyoloe(data: Any, spec: Any) -> Compose:
     """PP-YOLOE / PP-YOLOE+, as PaddleDetection's ``ppyoloe_reader.yml``: per sample RandomDistort (if
     ``data.ppyoloe_distort``) → RandomExpand (``ppyoloe_expand_prob``, ``_ratio``, ``_fill``) →
-    RandomCrop (if ``ppyoloe_crop``) → RandomFlip(``flip_prob``); then, per batch, the Compose's
-    ``batch_transform`` — BatchRandomResize to one of ``ppyoloe_target_sizes`` (square, ratio not kept,
-    random cv2 interpolation if ``ppyoloe_random_interp``) — which the trainer hands to the loader.
+    IoUConstrainedCrop (upstream's RandomCrop; if ``ppyoloe_crop``) → RandomFlip(``flip_prob``); then,
+    per batch, the Compose's ``batch_transform`` — BatchRandomResize to one of ``ppyoloe_target_sizes``
+    (square, ratio not kept, random cv2 interpolation if ``ppyoloe_random_interp``) — which the trainer
+    hands to the loader.
     Normalisation is the model's (``prepare_batch``); images stay float32 as upstream's.
     """
-    from odcli.data import ppdet_transforms as ppdet
-
     steps: list[Transform] = []
     if data.ppyoloe_distort:
         steps.append(ppdet.RandomDistort())
@@ -101,7 +137,7 @@ def _ppyoloe(data: Any, spec: Any) -> Compose:
             )
         )
     if data.ppyoloe_crop:
-        steps.append(ppdet.RandomCrop())
+        steps.append(ppdet.IoUConstrainedCrop())
     steps += [RandomFlip(data.flip_prob), ppdet.DrawBatchSeed()]
     pipeline = Compose(steps)
     # Read by the trainer (getattr(transforms, "batch_transform", None)) and passed to the loader.

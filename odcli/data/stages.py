@@ -22,8 +22,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from odcli.data.mix import cached_transforms
-from odcli.data.transforms import Sample, Transform, process_rng
+from odcli.data.mix_cache import cached_transforms
+from odcli.data.sample import Sample, Transform, process_rng
 from odcli.errors import OdetError
 
 __all__ = ["StagedPipeline"]

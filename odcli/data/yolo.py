@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from odcli.data.coco import CocoDetection
-from odcli.data.transforms import Sample
+from odcli.data.sample import Sample
 from odcli.data.yolo_layout import images_in, label_file_for, labels_dir_for, read_class_names
 from odcli.errors import OdetError
 

@@ -44,6 +44,7 @@ __all__ = [
     "label_file_for",
     "labels_dir_for",
     "read_class_names",
+    "yaml_class_names",
     "yolo_split",
 ]
 
@@ -195,6 +196,15 @@ def find_dataset_yaml(root: Path) -> Path | None:
             if "train" in data or "val" in data:
                 return candidate
     return None
+
+
+def yaml_class_names(root: Path) -> list[str] | None:
+    """The class names of the data.yaml ``root`` is or holds (:func:`find_dataset_yaml`); None when
+    there is no such file or it lists no ``names``."""
+    described = find_dataset_yaml(root)
+    if described is None or "names" not in _read_yaml(described):
+        return None
+    return names_from_yaml(described)
 
 
 def yolo_split(data: Any, root: Path, split: str) -> YoloSplit:

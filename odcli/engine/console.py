@@ -38,10 +38,6 @@ class TrainConsole:
         self._log: Console | None = None
         self._pending: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
 
-    @property
-    def is_terminal(self) -> bool:
-        return self.screen.is_terminal
-
     def open_log(self, run_dir: Path) -> None:
         """Start appending to ``run_dir/train.log`` (a resumed run continues the same file)."""
         if not self.enabled or self._file is not None:

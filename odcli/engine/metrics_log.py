@@ -11,7 +11,8 @@ Files in the run directory (only the main process writes):
   importable (optional: ``pip install tensorboard``).
 
 A resumed run first drops the records of iterations after its checkpoint (a killed run may have
-logged a few more), so every file reads as one uninterrupted run.
+logged a few more), so every file reads as one uninterrupted run, and reads the remaining ones back
+into :attr:`MetricsLogger.history`, which then holds the whole run (what training curves plot).
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ import csv
 import json
 import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MetricsLogger"]
+__all__ = ["MetricsHistory", "MetricsLogger"]
 
 ITER_JSONL = "metrics.jsonl"
 ITER_CSV = "iterations.csv"
@@ -77,20 +79,41 @@ class _CsvTable:
             self._write(rows)
 
 
-def _truncate_jsonl(path: Path, iteration: int) -> None:
+def _read_jsonl(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(line, record) of each whole line of ``path`` (none when it does not exist)."""
     if not path.exists():
-        return
-    kept = []
+        return []
+    records = []
     for line in path.read_text().splitlines():
         try:
-            record = json.loads(line)
+            records.append((line, json.loads(line)))
         except json.JSONDecodeError:  # a line cut by a kill: drop it
             continue
-        if int(record.get("iter", 0)) <= iteration:
-            kept.append(line)
+    return records
+
+
+def _truncate_jsonl(path: Path, iteration: int) -> list[dict[str, Any]]:
+    """Keep the records of iterations up to ``iteration``; returns them (non-finite values as floats)."""
+    if not path.exists():
+        return []
+    kept = [(line, r) for line, r in _read_jsonl(path) if int(r.get("iter", 0)) <= iteration]
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
+    tmp.write_text("".join(line + "\n" for line, _ in kept))
     os.replace(tmp, path)
+    return [{k: _from_json(v) for k, v in r.items()} for _, r in kept]
+
+
+def _from_json(value: Any) -> Any:
+    return float(value) if value in ("nan", "inf", "-inf") else value
+
+
+@dataclass
+class MetricsHistory:
+    """The run's records in memory, as written: per logged iteration, per evaluation, per epoch."""
+
+    iterations: list[dict[str, Any]] = field(default_factory=list)
+    evaluations: list[dict[str, Any]] = field(default_factory=list)  #: ``epoch``, ``iter``, ``mAP``
+    epochs: list[dict[str, Any]] = field(default_factory=list)
 
 
 class MetricsLogger:
@@ -108,7 +131,7 @@ class MetricsLogger:
         self.want_tensorboard = tensorboard
         self._tb: Any = None
         self._tb_checked = False
-        self.history: list[dict[str, Any]] = []
+        self.history = MetricsHistory()
 
     @property
     def tensorboard_dir(self) -> Path | None:
@@ -129,16 +152,23 @@ class MetricsLogger:
         return self._tb
 
     def truncate_after(self, iteration: int) -> None:
-        """Forget the records of iterations after ``iteration`` (a resumed run restarts there)."""
+        """Forget the records of iterations after ``iteration`` (a resumed run restarts there); the
+        kept ones become :attr:`history`."""
         if not self.enabled:
             return
-        for name in (ITER_JSONL, EPOCH_JSONL):
-            _truncate_jsonl(self.run_dir / name, iteration)
+        logged = _truncate_jsonl(self.run_dir / ITER_JSONL, iteration)
+        self.history = MetricsHistory(
+            iterations=[r for r in logged if "mAP" not in r],  # evaluations share the file
+            evaluations=[r for r in logged if "mAP" in r],
+            epochs=_truncate_jsonl(self.run_dir / EPOCH_JSONL, iteration),
+        )
         for name in (ITER_CSV, EPOCH_CSV):
             _CsvTable(self.run_dir / name).truncate_after(iteration)
 
-    def _append(self, jsonl: str, table: str, record: dict[str, Any], prefix: str) -> None:
-        self.history.append(record)
+    def _append(
+        self, jsonl: str, table: str, record: dict[str, Any], prefix: str, kept: list[dict[str, Any]]
+    ) -> None:
+        kept.append(record)
         if not self.enabled:
             return
         clean = {k: _json_value(v) for k, v in record.items()}
@@ -155,19 +185,15 @@ class MetricsLogger:
 
     def log_iter(self, record: dict[str, Any]) -> None:
         """One training iteration: ``epoch`` (1-based), ``iter`` (completed), lr, losses, timings."""
-        self._append(ITER_JSONL, ITER_CSV, record, "train")
+        self._append(ITER_JSONL, ITER_CSV, record, "train", self.history.iterations)
 
     def log_eval(self, record: dict[str, Any]) -> None:
         """An evaluation (``epoch``, ``iter``, ``mAP`` ...) in the iteration log, as earlier versions did."""
-        self._append(ITER_JSONL, "", record, "val")
+        self._append(ITER_JSONL, "", record, "val", self.history.evaluations)
 
     def log_epoch(self, record: dict[str, Any]) -> None:
         """One epoch's summary: ``epoch``, ``iter``, mean losses, lr, time, evaluation metrics."""
-        self._append(EPOCH_JSONL, EPOCH_CSV, record, "epoch")
-
-    def flush(self) -> None:
-        if self._tb is not None:
-            self._tb.flush()
+        self._append(EPOCH_JSONL, EPOCH_CSV, record, "epoch", self.history.epochs)
 
     def close(self) -> None:
         if self._tb is not None:

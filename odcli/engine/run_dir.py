@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from odcli.recipe import RUN_RECIPE, Recipe, load_recipe, parse_override, recipe_changes
+from odcli.engine.console import TrainConsole
+from odcli.errors import OdetError
+from odcli.recipe import RUN_RECIPE, Recipe, dump_recipe, load_recipe, parse_override, recipe_changes
+from odcli.weights.checkpoint import write_json_atomic, write_text_atomic
 
 LATEST_FILE = "latest.json"
 
@@ -29,14 +32,32 @@ def choose_run_dir(recipe: Recipe, *, resume: bool) -> Path:
     return next(p for p in candidates if not p.exists())
 
 
+def prepare_run_dir(run_dir: Path, recipe: Recipe, out: TrainConsole) -> bool:
+    """Create ``run_dir``, write the run's resolved ``recipe.yaml`` (what ``--resume`` continues
+    from) and start ``train.log`` there; returns whether the directory is new.
+
+    Raises:
+        OdetError: the directory cannot be written (names the options that choose another).
+    """
+    created = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(run_dir / RUN_RECIPE, dump_recipe(recipe.with_absolute_paths()))
+        out.open_log(run_dir)
+    except OSError as exc:
+        raise OdetError(
+            f"cannot write the run directory {run_dir}: {exc.strerror or exc}; "
+            "choose another --run-dir or train.output_dir"
+        ) from None
+    return created
+
+
 def record_latest(recipe: Recipe, run_dir: Path) -> None:
     """Remember ``run_dir`` as the most recent run (read by infer/eval defaults).
 
     ``latest.json`` goes beside the run (its parent directory: ``train.output_dir`` unless
     ``--run-dir`` chose another place), never into whatever directory the command was started from.
     """
-    from odcli.weights.checkpoint import write_json_atomic
-
     write_json_atomic(
         run_dir.resolve().parent / LATEST_FILE, {"run_dir": str(run_dir.resolve()), "recipe": recipe.name}
     )
@@ -61,8 +82,8 @@ def recipe_for_resume(recipe: Recipe, run_dir: Path, overrides: list[str]) -> tu
     stored = run_dir / RUN_RECIPE
     if not stored.is_file():
         return recipe, []
-    run = load_recipe(stored)
-    resumed = load_recipe(stored, overrides)
+    run = load_recipe(stored, written_by_odet=True)
+    resumed = load_recipe(stored, overrides, written_by_odet=True)
     resumed.name, resumed.path = recipe.name, recipe.path
     notes = [
         f"--set {key}={new!r} on resume: was {old!r} in this run (from {stored})"
@@ -86,8 +107,6 @@ def default_weights(root: Path = Path("runs")) -> Path:
     Raises:
         OdetError: no run has been recorded under ``root`` (names the demo training command).
     """
-    from odcli.errors import OdetError
-
     run = latest_run(root)
     for name in ("best.safetensors", "last.safetensors"):
         if run is not None and (run / name).is_file():

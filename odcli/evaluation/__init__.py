@@ -1,2 +1,3 @@
 """COCO box evaluation: pycocotools scoring with MMDetection's settings (``coco.py``), running a
-model over a dataset (``run.py``) and the report tables (``report.py``)."""
+model over a dataset (``run.py``), ``odet eval`` as one call (``job.py``) and what an evaluation
+reports, its numbers and tables (``report.py``)."""

@@ -20,7 +20,8 @@ from odcli.data.coco import CocoDetection
 from odcli.data.loader import build_loader, prepare_batch
 from odcli.data.loader import iterate_batches as _batches
 from odcli.data.transforms import Compose, build_test_transforms
-from odcli.evaluation.coco import EvalResult, detections_to_coco, evaluate_coco
+from odcli.evaluation.coco import detections_to_coco, evaluate_coco
+from odcli.evaluation.report import EvalResult
 from odcli.models.detector import Detector
 
 __all__ = ["eval_transforms", "run_coco_eval"]

@@ -1,2 +1,3 @@
-"""Running a trained detector: the one model loader (``load.py``), the :class:`Predictor`, frame
-sources (images, video, cameras, streams), detection records and profiling."""
+"""Running a trained detector: the one model loader (``load.py``), the :class:`Predictor`, input
+sources (images, video, cameras, streams), images and frames → detections (``detect.py``), the
+detection records ``odet infer`` writes (``records.py``) and profiling."""

@@ -1,99 +1,17 @@
-"""Inference on raw images: load a model with its class names, preprocess, predict.
+"""Inference on raw images: preprocess, predict, and the checks ``odet infer`` applies to the result.
 
-This is what ``odet infer`` and ``odet eval`` share: a :class:`Predictor` owns a model in eval
-mode, the test-time pipeline its :class:`~odcli.models.detector.InputSpec` prescribes, and the
-class names that turn labels into words.
+A :class:`Predictor` owns a model in eval mode and the test-time pipeline its
+:class:`~odcli.models.detector.InputSpec` prescribes (the model: :func:`odcli.inference.load.load_model`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 import torch
 
-from odcli.data.coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
 from odcli.data.loader import collate, prepare_batch
 from odcli.data.transforms import Sample, build_test_transforms
-from odcli.errors import OdetError
 from odcli.models.detector import Detector
-from odcli.runtime.device import resolve_device
-
-
-@dataclass
-class LoadedModel:
-    """A model ready for inference plus what the checkpoint said about it."""
-
-    model: Detector
-    classes: list[str]
-    cat_ids: list[int]
-    meta: dict[str, Any]
-    source: Path
-
-
-def load_model(
-    weights: str | Path, *, arch: str | None = None, device: str = "auto", optimize: bool = True
-) -> LoadedModel:
-    """Build the model a weights file belongs to and load it.
-
-    With ``optimize`` the model is prepared for inference only (BN folded, channels-last).
-
-    odet ``.safetensors`` checkpoints carry their architecture, recipe and class names; upstream
-    ``.pth`` files need ``arch`` and are assumed to be COCO (80 classes).
-    """
-    from odcli.models.zoo import build_from_config, build_model
-    from odcli.weights.load import load_weights
-
-    path = Path(weights)
-    if path.is_dir():
-        found = [path / n for n in ("best.safetensors", "last.safetensors") if (path / n).is_file()]
-        hint = f"; did you mean {found[0]}?" if found else "; give the weights file inside it"
-        raise OdetError(f"weights path is a directory, not a file: {path}{hint}")
-    if not path.is_file():
-        raise OdetError(f"weights file not found: {path}")
-    meta: dict[str, Any] = {}
-    if path.suffix == ".safetensors":
-        from odcli.recipe import recipe_from_dict
-        from odcli.weights.checkpoint import read_meta
-
-        meta = read_meta(path)
-        recipe = meta.get("recipe")
-        if recipe and "model" in recipe:
-            model = build_from_config(recipe_from_dict(recipe).model)
-        elif meta.get("arch") or arch:
-            model = build_model(
-                meta.get("arch") or arch, num_classes=len(meta.get("classes") or COCO_CLASSES)
-            )
-        else:
-            raise OdetError(f"{path.name} does not say which architecture it holds; pass --arch")
-    else:
-        if not arch:
-            raise OdetError(f"{path.name} is an upstream checkpoint: pass --arch (e.g. --arch rtmdet_tiny)")
-        model = build_model(arch, num_classes=len(COCO_CLASSES))
-    if arch and path.suffix == ".safetensors" and model.arch != arch:
-        # odet checkpoints say what they hold; a different --arch would otherwise be ignored silently.
-        raise OdetError(
-            f"{path.name} holds {model.arch}, not {arch}: drop --arch (it is only needed for upstream .pth)"
-        )
-    if meta.get("deploy"):  # RepVGG re-parameterised weights (convert-weights --deploy): same form
-        from odcli.models.fuse import reparameterize
-
-        reparameterize(model)
-    load_weights(model, path)
-    classes = list(meta.get("classes") or (COCO_CLASSES if model.num_classes == 80 else []))
-    if len(classes) != model.num_classes:
-        classes = [f"class_{i}" for i in range(model.num_classes)]
-    cat_ids = list(meta.get("cat_ids") or (COCO_CATEGORY_IDS if model.num_classes == 80 else []))
-    if len(cat_ids) != model.num_classes:
-        cat_ids = list(range(1, model.num_classes + 1))
-    model = model.to(resolve_device(device)).eval()
-    if optimize:
-        from odcli.models.fuse import optimize_for_inference
-
-        optimize_for_inference(model)
-    return LoadedModel(model=model, classes=classes, cat_ids=cat_ids, meta=meta, source=path)
 
 
 class Predictor:
@@ -116,7 +34,8 @@ class Predictor:
             keep_ratio=spec.keep_ratio,
             interpolation=spec.interpolation,
         )
-        self.device = next(model.parameters()).device
+        param = next(model.parameters())
+        self.device, self.dtype = param.device, param.dtype
 
     def prepare(self, img: np.ndarray, *, file_name: str = "", image_id: int = 0) -> Sample:
         """Apply the test pipeline to one (H, W, 3) uint8 BGR image."""
@@ -139,7 +58,8 @@ class Predictor:
         """Detections (CPU tensors) for already-prepared samples, one forward pass."""
         spec = self.model.input_spec
         images, _, metas = collate(samples, pad_value=int(spec.pad_value), size_divisor=spec.size_divisor)
-        batch = prepare_batch(images, metas, spec, self.device)
+        # In the parameters' dtype: a half-precision model (``odet profile --dtype fp16``) takes half inputs.
+        batch = prepare_batch(images, metas, spec, self.device).to(self.dtype)
         dets = self.model.predict(batch.contiguous(memory_format=torch.channels_last), metas)
         out = []
         for det in dets:
@@ -196,9 +116,3 @@ def clip_to_image(det: dict[str, torch.Tensor], height: int, width: int) -> dict
     out = {k: v[keep] for k, v in det.items() if k != "boxes"}
     out["boxes"] = boxes[keep]
     return out
-
-
-def with_test_settings(model: Detector, **changes: Any) -> Detector:
-    """Change the head's post-processing settings (score threshold, NMS …) in place; returns model."""
-    model.head.nms = replace(model.head.nms, **changes)
-    return model

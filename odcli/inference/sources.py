@@ -1,13 +1,14 @@
-"""Where frames come from: video files, cameras and network streams.
+"""Where inputs come from: image files, folders and globs (:func:`collect_images`), and the sources
+that produce a *sequence* of frames: video files, cameras and network streams (:class:`FrameReader`).
 
-Image files, folders and globs are listed by ``odet infer`` itself (``collect_images``); this
-module covers the sources that produce a *sequence* of frames. Cameras and streams are read by a
-background thread that keeps only the newest frame, so a slow model never builds up latency;
-``buffered=True`` processes every frame instead (what a video file always does).
+Cameras and streams are read by a background thread that keeps only the newest frame, so a slow
+model never builds up latency; ``buffered=True`` processes every frame instead (what a video file
+always does).
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import threading
@@ -20,9 +21,39 @@ import numpy as np
 
 from odcli.errors import OdetError
 
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+_GLOB_CHARS = "*?["
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 _CAMERA = re.compile(r"^cam(\d+)$")
 _STREAM = re.compile(r"^(rtsp|rtsps|rtmp|http|https|udp|tcp)://", re.IGNORECASE)
+
+
+def collect_images(source: str) -> list[Path]:
+    """The images SOURCE names: one file, every image directly inside a directory (sorted), or the
+    image files a glob pattern matches (sorted; ``**`` recurses).
+
+    Raises:
+        OdetError: nothing exists at ``source`` or no image was found.
+    """
+    exts = "/".join(IMAGE_EXTENSIONS)
+    path = Path(source).expanduser()
+    # An existing path wins over glob syntax: file names may contain '[' legitimately.
+    if not path.exists() and any(c in source for c in _GLOB_CHARS):
+        matches = sorted(glob.glob(os.path.expanduser(source), recursive=True))
+        found = [Path(m) for m in matches if Path(m).suffix.lower() in IMAGE_EXTENSIONS and Path(m).is_file()]
+        if not found:
+            raise OdetError(f"no images match {source!r} ({exts}); check the pattern (quote it in the shell)")
+        return found
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        if not found:
+            raise OdetError(f"no images ({exts}) in directory {path}")
+        return found
+    if path.is_file():
+        return [path]
+    raise OdetError(
+        f"image source not found: {source} (give an image file, a directory or a glob like 'imgs/*.jpg')"
+    )
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from odcli.models.dense_head import Decoded
+
 
 @dataclass(frozen=True)
 class InputSpec:
@@ -35,11 +37,12 @@ class InputSpec:
 
 
 class Detector(nn.Module):
-    """Backbone → Neck → Head.
+    """Backbone → Neck → Head (a :class:`~odcli.models.dense_head.DenseHead`).
 
     ``forward(images)`` returns the head's raw outputs per level (strides ascending);
-    ``predict(images, metas)`` the final detections per image; ``loss(images, targets)`` a dict of
-    named scalar losses. ``images`` is the normalised batch (B, 3, H, W).
+    ``decode(images)`` every prior's scores and boxes (the export stage); ``predict(images, metas)``
+    the final detections per image; ``loss(images, targets)`` a dict of named scalar losses.
+    ``images`` is the normalised batch (B, 3, H, W).
     """
 
     def __init__(
@@ -62,6 +65,12 @@ class Detector(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], ...]:
         return self.head(self.features(images))
+
+    @torch.no_grad()
+    def decode(self, images: torch.Tensor) -> Decoded:
+        """Scores (B, N, C) and boxes (B, N, 4) xyxy input pixels of every prior, before any
+        thresholding or NMS (:meth:`~odcli.models.dense_head.DenseHead.decode`)."""
+        return self.head.decode(*self(images))
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor, metas: list[dict], *, rescale: bool = True) -> list[dict]:

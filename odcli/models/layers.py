@@ -6,9 +6,34 @@ renaming one changes every state-dict key below it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+@dataclass(frozen=True)
+class BatchNormConfig:
+    """BatchNorm settings shared by every normalised layer of a model (recipe ``model.bn_eps`` /
+    ``model.bn_momentum``).
+
+    Attributes:
+        eps: added to the variance before the square root.
+        momentum: PyTorch convention, the weight of the *new* batch statistic in the running
+            average (Paddle's momentum 0.9 is PyTorch's 0.1).
+    """
+
+    eps: float = 1e-5
+    momentum: float = 0.1
+
+    def make(self, channels: int) -> nn.BatchNorm2d:
+        """A ``BatchNorm2d`` over ``channels`` with these settings."""
+        return nn.BatchNorm2d(channels, eps=self.eps, momentum=self.momentum)
+
+
+#: PyTorch's BatchNorm defaults (ε 1e-5, momentum 0.1): upstream's for every odet model.
+DEFAULT_NORM = BatchNormConfig()
 
 
 class ConvBNAct(nn.Sequential):
@@ -19,7 +44,7 @@ class ConvBNAct(nn.Sequential):
         kernel_size: square kernel; padding is ``kernel_size // 2`` (same-size output at stride 1).
         stride, groups: as in ``nn.Conv2d``.
         act: activation module, or ``None`` for none (default SiLU).
-        bn_eps / bn_momentum: BatchNorm settings (PyTorch momentum convention).
+        norm: BatchNorm settings.
     """
 
     def __init__(
@@ -31,14 +56,13 @@ class ConvBNAct(nn.Sequential):
         stride: int = 1,
         groups: int = 1,
         act: nn.Module | None = None,
-        bn_eps: float = 1e-5,
-        bn_momentum: float = 0.1,
+        norm: BatchNormConfig = DEFAULT_NORM,
     ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(
             in_channels, out_channels, kernel_size, stride, kernel_size // 2, groups=groups, bias=False
         )
-        self.bn = nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum)
+        self.bn = norm.make(out_channels)
         self.act = act if act is not None else nn.SiLU(inplace=True)
 
 
@@ -46,13 +70,11 @@ class DepthwiseSeparableConv(nn.Sequential):
     """k×k depth-wise ConvBNAct followed by a 1×1 point-wise ConvBNAct."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int, *, bn_eps: float, bn_momentum: float
+        self, in_channels: int, out_channels: int, kernel_size: int, *, norm: BatchNormConfig
     ) -> None:
         super().__init__()
-        self.depthwise = ConvBNAct(
-            in_channels, in_channels, kernel_size, groups=in_channels, bn_eps=bn_eps, bn_momentum=bn_momentum
-        )
-        self.pointwise = ConvBNAct(in_channels, out_channels, 1, bn_eps=bn_eps, bn_momentum=bn_momentum)
+        self.depthwise = ConvBNAct(in_channels, in_channels, kernel_size, groups=in_channels, norm=norm)
+        self.pointwise = ConvBNAct(in_channels, out_channels, 1, norm=norm)
 
 
 class ChannelAttention(nn.Module):
@@ -80,16 +102,13 @@ class SPPBottleneck(nn.Module):
         out_channels: int,
         *,
         kernel_sizes: tuple[int, ...] = (5, 9, 13),
-        bn_eps: float,
-        bn_momentum: float,
+        norm: BatchNormConfig,
     ) -> None:
         super().__init__()
         mid = in_channels // 2
-        self.reduce = ConvBNAct(in_channels, mid, 1, bn_eps=bn_eps, bn_momentum=bn_momentum)
+        self.reduce = ConvBNAct(in_channels, mid, 1, norm=norm)
         self.pools = nn.ModuleList(nn.MaxPool2d(k, stride=1, padding=k // 2) for k in kernel_sizes)
-        self.expand = ConvBNAct(
-            mid * (len(kernel_sizes) + 1), out_channels, 1, bn_eps=bn_eps, bn_momentum=bn_momentum
-        )
+        self.expand = ConvBNAct(mid * (len(kernel_sizes) + 1), out_channels, 1, norm=norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.reduce(x)
@@ -99,14 +118,10 @@ class SPPBottleneck(nn.Module):
 class CSPNeXtBlock(nn.Module):
     """3×3 ConvBNAct → 5×5 depth-wise separable conv, with an optional residual connection."""
 
-    def __init__(
-        self, channels: int, *, residual: bool, kernel_size: int = 5, bn_eps: float, bn_momentum: float
-    ) -> None:
+    def __init__(self, channels: int, *, residual: bool, kernel_size: int = 5, norm: BatchNormConfig) -> None:
         super().__init__()
-        self.conv1 = ConvBNAct(channels, channels, 3, bn_eps=bn_eps, bn_momentum=bn_momentum)
-        self.conv2 = DepthwiseSeparableConv(
-            channels, channels, kernel_size, bn_eps=bn_eps, bn_momentum=bn_momentum
-        )
+        self.conv1 = ConvBNAct(channels, channels, 3, norm=norm)
+        self.conv2 = DepthwiseSeparableConv(channels, channels, kernel_size, norm=norm)
         self.residual = residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -131,17 +146,17 @@ class CSPLayer(nn.Module):
         expand_ratio: float = 0.5,
         residual: bool = True,
         channel_attention: bool = False,
-        bn_eps: float,
-        bn_momentum: float,
+        norm: BatchNormConfig,
     ) -> None:
         super().__init__()
         mid = int(out_channels * expand_ratio)
-        bn = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
-        self.main_conv = ConvBNAct(in_channels, mid, 1, **bn)
-        self.short_conv = ConvBNAct(in_channels, mid, 1, **bn)
-        self.blocks = nn.Sequential(*(CSPNeXtBlock(mid, residual=residual, **bn) for _ in range(num_blocks)))
+        self.main_conv = ConvBNAct(in_channels, mid, 1, norm=norm)
+        self.short_conv = ConvBNAct(in_channels, mid, 1, norm=norm)
+        self.blocks = nn.Sequential(
+            *(CSPNeXtBlock(mid, residual=residual, norm=norm) for _ in range(num_blocks))
+        )
         self.attention = ChannelAttention(2 * mid) if channel_attention else None
-        self.final_conv = ConvBNAct(2 * mid, out_channels, 1, **bn)
+        self.final_conv = ConvBNAct(2 * mid, out_channels, 1, norm=norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.cat([self.blocks(self.main_conv(x)), self.short_conv(x)], dim=1)
@@ -164,7 +179,7 @@ class RepVGGBlock(nn.Module):
         alpha: learnable scale on the 1×1 branch (PP-YOLOE+ backbone).
         deploy: build the re-parameterised form directly.
         act: activation after the sum (default SiLU).
-        bn_eps / bn_momentum: BatchNorm settings (PyTorch momentum convention).
+        norm: BatchNorm settings of both branches.
     """
 
     def __init__(
@@ -175,8 +190,7 @@ class RepVGGBlock(nn.Module):
         alpha: bool = False,
         deploy: bool = False,
         act: nn.Module | None = None,
-        bn_eps: float = 1e-5,
-        bn_momentum: float = 0.1,
+        norm: BatchNormConfig = DEFAULT_NORM,
     ) -> None:
         super().__init__()
         self.in_channels = in_channels
@@ -188,9 +202,8 @@ class RepVGGBlock(nn.Module):
         if deploy:
             self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=True)
         else:
-            bn = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
-            self.conv1 = ConvBNAct(in_channels, out_channels, 3, act=nn.Identity(), **bn)
-            self.conv2 = ConvBNAct(in_channels, out_channels, 1, act=nn.Identity(), **bn)
+            self.conv1 = ConvBNAct(in_channels, out_channels, 3, act=nn.Identity(), norm=norm)
+            self.conv2 = ConvBNAct(in_channels, out_channels, 1, act=nn.Identity(), norm=norm)
             if alpha:
                 self.alpha = nn.Parameter(torch.ones(1))
         self.act = act if act is not None else nn.SiLU(inplace=True)
@@ -258,3 +271,20 @@ def _fold_bn(block: ConvBNAct) -> tuple[torch.Tensor, torch.Tensor]:
     kernel = block.conv.weight.double() * scale.view(-1, 1, 1, 1)
     bias = bn.bias.double() - bn.running_mean.double() * scale
     return kernel, bias
+
+
+def paddle_default_init(module: nn.Module) -> None:
+    """Initialise like Paddle's layer defaults (what PP-YOLOE trains from when not pre-trained).
+
+    Paddle's ``Conv2D`` draws weights from N(0, √(2 / fan_in)) (fan_in = in/groups · k · k) and zeroes
+    biases; ``BatchNorm2D`` starts at weight 1, bias 0.
+    """
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            fan_in = m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+            nn.init.normal_(m.weight, std=(2.0 / fan_in) ** 0.5)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

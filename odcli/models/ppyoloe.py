@@ -10,14 +10,15 @@ the resolved numbers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import ClassVar
 
 from odcli.assigners.atss import ATSSAssigner
 from odcli.assigners.task_aligned import TaskAlignedAssigner
-from odcli.boxes.postprocess import NMSConfig
-from odcli.config_checks import at_least, check_bn, check_input, check_test, in_range, int_list, require
+from odcli.config_checks import at_least, in_range, int_list, require
 from odcli.errors import OdetError
 from odcli.models.backbones.cspresnet import CSPResNet
+from odcli.models.config import DetectorConfig
 from odcli.models.detector import Detector, InputSpec
 from odcli.models.heads.ppyoloe_head import PPYOLOEHead
 from odcli.models.necks.custom_csp_pan import CustomCSPPAN
@@ -44,23 +45,25 @@ _VARIANT_DEFAULTS: dict[str, tuple[object, object]] = {
 
 
 @dataclass
-class PPYOLOEConfig:
+class PPYOLOEConfig(DetectorConfig):
     """Every hyper-parameter of a PP-YOLOE(+) model (the ``model:`` section of a recipe).
 
     ``size`` picks width/depth (``s``…``x``) and the variant (``plus_`` prefix = PP-YOLOE+).
     ``deploy`` builds the RepVGG blocks re-parameterised (single 3×3 convs), the form
-    ``odet convert-weights --deploy`` writes.
+    ``odet convert-weights --deploy`` writes. The fields every family has are described on
+    :class:`~odcli.models.config.DetectorConfig`; ``nms_pre`` is upstream's ``nms_top_k``.
     """
+
+    SIZES: ClassVar[tuple[str, ...]] = PPYOLOE_SIZES
+    # Paddle's MultiClassNMS: nms_top_k -1 keeps every candidate; 0 would keep none.
+    NMS_PRE_ALL: ClassVar[int | None] = -1
 
     arch: str = "ppyoloe"
     size: str = "s"
     plus: bool | None = None  # derived from size
-    num_classes: int = 80
     deploy: bool = False
     width_mult: float | None = None  # from size
     depth_mult: float | None = None  # from size
-    bn_eps: float = 1e-5
-    bn_momentum: float = 0.1  # PyTorch convention (Paddle's momentum 0.9)
     # backbone / neck
     backbone_layers: list[int] | None = None  # [3, 6, 6, 3]
     backbone_channels: list[int] | None = None  # [64, 128, 256, 512, 1024]
@@ -72,11 +75,10 @@ class PPYOLOEConfig:
     reg_max: int = 16
     grid_cell_scale: float = 5.0
     grid_cell_offset: float = 0.5
-    # input
-    mean: list[float] | None = None
-    std: list[float] | None = None
-    to_rgb: bool = True
-    test_scale: list[int] | None = None  # [640, 640] (w, h), resized without keeping the ratio
+    # input: RGB, mean / std per variant; test_scale [640, 640] (w, h), resized without keeping the ratio
+    mean: list[float] | None = None  # type: ignore[assignment]
+    std: list[float] | None = None  # type: ignore[assignment]
+    test_scale: list[int] | None = None  # type: ignore[assignment]
     interpolation: str = "cubic"
     # training
     static_assigner_epoch: int | None = None
@@ -89,15 +91,14 @@ class PPYOLOEConfig:
     cls_weight: float = 1.0
     iou_weight: float = 2.5
     dfl_weight: float = 0.5
-    # test (MultiClassNMS)
+    # test (MultiClassNMS): nms_pre is upstream's per-class nms_top_k (1000; -1 = all), max_per_img
+    # its keep_top_k; nms_iou_thr and max_per_img per variant
     score_thr: float = 0.01
-    nms_top_k: int = 1000
-    nms_iou_thr: float | None = None
-    max_per_img: int | None = None
+    nms_iou_thr: float | None = None  # type: ignore[assignment]
+    max_per_img: int | None = None  # type: ignore[assignment]
 
-    def __post_init__(self) -> None:
-        if self.size not in PPYOLOE_SIZES:
-            raise OdetError(f"unknown PP-YOLOE size {self.size!r}; choose one of {', '.join(PPYOLOE_SIZES)}")
+    def resolve_defaults(self) -> None:
+        """The variant (``plus``) and every ``None`` field from the size's upstream config."""
         plus = self.size.startswith("plus_")
         if self.plus is None:
             self.plus = plus
@@ -119,16 +120,14 @@ class PPYOLOEConfig:
         for key, value in fill.items():
             if getattr(self, key) is None:
                 setattr(self, key, list(value) if isinstance(value, list) else value)
+
+    def check_values(self) -> None:
+        """Values the network or the assigners cannot use fail here, as one line, not in a run."""
+        super().check_values()
         if self.interpolation not in ("bilinear", "cubic"):
             raise OdetError(f"model.interpolation must be 'bilinear' or 'cubic', got {self.interpolation!r}")
-        self._check_values()
-
-    def _check_values(self) -> None:
-        """Values the network or the assigners cannot use fail here, as one line, not in a run."""
-        at_least("model.num_classes", self.num_classes, 1)
         require(self.width_mult > 0, "model.width_mult", self.width_mult, "> 0")
         require(self.depth_mult > 0, "model.depth_mult", self.depth_mult, "> 0")
-        check_bn(self)
         # The backbone's 4 stages (stem width + one per stage) feed the neck its 3 coarsest outputs.
         int_list("model.backbone_layers", self.backbone_layers, length=4, what=" (blocks per backbone stage)")
         int_list("model.backbone_channels", self.backbone_channels, length=5, what=" (stem, then each stage)")
@@ -142,13 +141,20 @@ class PPYOLOEConfig:
             at_least(f"model.{name}", getattr(self, name), 1)
         require(self.grid_cell_scale > 0, "model.grid_cell_scale", self.grid_cell_scale, "> 0")
         in_range("model.grid_cell_offset", self.grid_cell_offset, 0.0, 1.0)
-        check_input(self)
         at_least("model.static_assigner_epoch", self.static_assigner_epoch, 0)
         # Paddle's topk refuses k < 1 in both of upstream's assigners.
         at_least("model.atss_topk", self.atss_topk, 1)
         at_least("model.tal_topk", self.tal_topk, 1)
-        # Paddle's MultiClassNMS: nms_top_k -1 keeps every candidate; 0 would keep none.
-        check_test(self, pre_key="nms_top_k", keep_all=-1)
+
+    def input_spec(self) -> InputSpec:
+        """RGB; resize to exactly ``test_scale`` (no ratio kept, cv2 cubic); no padding needed."""
+        return replace(
+            super().input_spec(),
+            keep_ratio=False,
+            pad_value=0.0,
+            pad_to=None,
+            interpolation=self.interpolation,
+        )
 
 
 def build_ppyoloe(cfg: PPYOLOEConfig) -> Detector:
@@ -156,7 +162,7 @@ def build_ppyoloe(cfg: PPYOLOEConfig) -> Detector:
     assert cfg.width_mult is not None and cfg.depth_mult is not None  # resolved in __post_init__
     assert cfg.backbone_layers and cfg.backbone_channels and cfg.neck_out_channels
     assert cfg.static_assigner_epoch is not None and cfg.nms_iou_thr is not None and cfg.max_per_img
-    bn = {"bn_eps": cfg.bn_eps, "bn_momentum": cfg.bn_momentum}
+    norm = cfg.norm()
     backbone = CSPResNet(
         width_mult=cfg.width_mult,
         depth_mult=cfg.depth_mult,
@@ -164,7 +170,7 @@ def build_ppyoloe(cfg: PPYOLOEConfig) -> Detector:
         channels=tuple(cfg.backbone_channels),
         alpha=bool(cfg.plus),
         deploy=cfg.deploy,
-        **bn,
+        norm=norm,
     )
     neck = CustomCSPPAN(
         backbone.out_channels,
@@ -175,7 +181,7 @@ def build_ppyoloe(cfg: PPYOLOEConfig) -> Detector:
         block_num=cfg.neck_block_num,
         spp=cfg.neck_spp,
         deploy=cfg.deploy,
-        **bn,
+        norm=norm,
     )
     head = PPYOLOEHead(
         num_classes=cfg.num_classes,
@@ -192,35 +198,9 @@ def build_ppyoloe(cfg: PPYOLOEConfig) -> Detector:
         dfl_weight=cfg.dfl_weight,
         vfl_alpha=cfg.vfl_alpha,
         vfl_gamma=cfg.vfl_gamma,
-        nms=NMSConfig(
-            score_thr=cfg.score_thr,
-            nms_pre=cfg.nms_top_k,
-            iou_thr=cfg.nms_iou_thr,
-            max_per_img=cfg.max_per_img,
-        ),
-        **bn,
+        nms=cfg.nms_config(),
+        norm=norm,
     )
     return Detector(
-        arch=f"ppyoloe_{cfg.size}",
-        backbone=backbone,
-        neck=neck,
-        head=head,
-        input_spec=ppyoloe_input_spec(cfg),
-    )
-
-
-def ppyoloe_input_spec(cfg: PPYOLOEConfig) -> InputSpec:
-    """RGB; resize to exactly ``test_scale`` (no ratio kept, cv2 cubic); no padding needed."""
-    assert cfg.mean is not None and cfg.std is not None and cfg.test_scale is not None
-    w, h = cfg.test_scale
-    return InputSpec(
-        mean=(float(cfg.mean[0]), float(cfg.mean[1]), float(cfg.mean[2])),
-        std=(float(cfg.std[0]), float(cfg.std[1]), float(cfg.std[2])),
-        to_rgb=cfg.to_rgb,
-        test_scale=(w, h),
-        keep_ratio=False,
-        pad_value=0.0,
-        pad_to=None,
-        size_divisor=32,
-        interpolation=cfg.interpolation,
+        arch=f"ppyoloe_{cfg.size}", backbone=backbone, neck=neck, head=head, input_spec=cfg.input_spec()
     )

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import ClassVar
 
 from odcli.assigners.max_iou import MaxIoUAssigner
-from odcli.boxes.postprocess import NMSConfig
 from odcli.boxes.priors import AnchorConfig
-from odcli.config_checks import at_least, check_input, check_test, in_range, int_list, number_list, require
+from odcli.config_checks import at_least, in_range, int_list, number_list, require
 from odcli.errors import OdetError
 from odcli.models.backbones.resnet import ResNet
+from odcli.models.config import DetectorConfig
 from odcli.models.detector import Detector, InputSpec
 from odcli.models.heads.retina import RetinaHead
 from odcli.models.necks.fpn import FPN
@@ -19,18 +20,20 @@ RETINANET_SIZES: dict[str, int] = {"r18": 18, "r50": 50}
 
 
 @dataclass
-class RetinaNetConfig:
+class RetinaNetConfig(DetectorConfig):
     """Every hyper-parameter of a RetinaNet model (the ``model:`` section of a recipe).
 
-    ``size`` picks the ResNet depth from :data:`RETINANET_SIZES`; the defaults are upstream's.
+    ``size`` picks the ResNet depth from :data:`RETINANET_SIZES`; the defaults are upstream's (the
+    fields every family has are described on :class:`~odcli.models.config.DetectorConfig`).
     ``backbone_weights`` names a local ImageNet checkpoint (torchvision ``resnet18-f37072fd.pth``
     layout, or an odet ``.safetensors`` made by ``odet convert-weights --from torchvision``) that
     the trainer loads into the backbone before training; nothing is ever downloaded.
     """
 
+    SIZES: ClassVar[tuple[str, ...]] = tuple(RETINANET_SIZES)
+
     arch: str = "retinanet"
     size: str = "r18"
-    num_classes: int = 80
     # backbone
     frozen_stages: int = 1
     norm_eval: bool = True
@@ -54,10 +57,7 @@ class RetinaNetConfig:
     coder_means: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
     coder_stds: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0])
     wh_ratio_clip: float = 0.016
-    # input
-    mean: list[float] = field(default_factory=lambda: [123.675, 116.28, 103.53])
-    std: list[float] = field(default_factory=lambda: [58.395, 57.12, 57.375])
-    to_rgb: bool = True
+    # input: RGB, ImageNet mean/std (the base defaults), keep-ratio resize, padded to size_divisor
     test_scale: list[int] = field(default_factory=lambda: [1333, 800])
     pad_value: float = 0.0
     size_divisor: int = 32
@@ -71,16 +71,12 @@ class RetinaNetConfig:
     focal_alpha: float = 0.25
     cls_weight: float = 1.0
     bbox_weight: float = 1.0
-    # test
-    score_thr: float = 0.05
-    nms_pre: int = 1000
-    nms_iou_thr: float = 0.5
-    max_per_img: int = 100
+    # test: score_thr 0.05, nms_pre 1000, nms_iou_thr 0.5, max_per_img 100 (the base defaults)
     min_bbox_size: float = 0.0
 
-    def __post_init__(self) -> None:
-        # Values the network, the anchors or the assigner cannot use fail here, as one line, not in a run.
-        at_least("model.num_classes", self.num_classes, 1)
+    def check_values(self) -> None:
+        """Values the network, the anchors or the assigner cannot use fail here, as one line, not in a run."""
+        super().check_values()
         for name in ("fpn_channels", "feat_channels", "fpn_num_outs", "scales_per_octave", "size_divisor"):
             at_least(f"model.{name}", getattr(self, name), 1)
         at_least("model.stacked_convs", self.stacked_convs, 0)
@@ -96,21 +92,29 @@ class RetinaNetConfig:
         number_list("model.coder_means", self.coder_means, length=4, what=" (dx, dy, dw, dh)")
         number_list("model.coder_stds", self.coder_stds, length=4, positive=True, what=" (dx, dy, dw, dh)")
         in_range("model.wh_ratio_clip", self.wh_ratio_clip, 0.0, 1.0, low_open=True, high_open=True)
-        check_input(self)
         for name in ("pos_iou_thr", "neg_iou_thr", "min_pos_iou"):
             in_range(f"model.{name}", getattr(self, name), 0.0, 1.0)
-        check_test(self)
+
+    def input_spec(self) -> InputSpec:
+        """RGB, keep-ratio resize to fit ``test_scale`` (1333×800), no fixed pad: the batch is padded to a
+        multiple of ``size_divisor`` and the padding zeroed after normalisation (upstream's preprocessor)."""
+        return replace(
+            super().input_spec(),
+            keep_ratio=True,
+            pad_value=self.pad_value,
+            pad_to=None,
+            size_divisor=self.size_divisor,
+        )
 
 
 def build_retinanet(cfg: RetinaNetConfig) -> Detector:
     """Construct a RetinaNet detector (randomly initialised; see ``backbone_weights``) from its config."""
-    if cfg.size not in RETINANET_SIZES:
-        raise OdetError(f"unknown RetinaNet size {cfg.size!r}; choose one of {', '.join(RETINANET_SIZES)}")
     backbone = ResNet(
         RETINANET_SIZES[cfg.size],
         frozen_stages=cfg.frozen_stages,
         norm_eval=cfg.norm_eval,
         zero_init_residual=cfg.zero_init_residual,
+        norm=cfg.norm(),
     )
     neck = FPN(
         backbone.out_channels,
@@ -152,34 +156,8 @@ def build_retinanet(cfg: RetinaNetConfig) -> Detector:
         cls_weight=cfg.cls_weight,
         bbox_weight=cfg.bbox_weight,
         pad_size_divisor=cfg.size_divisor,
-        nms=NMSConfig(
-            score_thr=cfg.score_thr,
-            nms_pre=cfg.nms_pre,
-            iou_thr=cfg.nms_iou_thr,
-            max_per_img=cfg.max_per_img,
-            min_bbox_size=cfg.min_bbox_size,
-        ),
+        nms=cfg.nms_config(),
     )
     return Detector(
-        arch=f"retinanet_{cfg.size}",
-        backbone=backbone,
-        neck=neck,
-        head=head,
-        input_spec=retinanet_input_spec(cfg),
-    )
-
-
-def retinanet_input_spec(cfg: RetinaNetConfig) -> InputSpec:
-    """RGB, keep-ratio resize to fit ``test_scale`` (1333×800), no fixed pad: the batch is padded to a
-    multiple of ``size_divisor`` and the padding zeroed after normalisation (upstream's preprocessor)."""
-    w, h = cfg.test_scale
-    return InputSpec(
-        mean=tuple(cfg.mean),
-        std=tuple(cfg.std),
-        to_rgb=cfg.to_rgb,
-        test_scale=(w, h),
-        keep_ratio=True,
-        pad_value=cfg.pad_value,
-        pad_to=None,
-        size_divisor=cfg.size_divisor,
+        arch=f"retinanet_{cfg.size}", backbone=backbone, neck=neck, head=head, input_spec=cfg.input_spec()
     )

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import ClassVar
 
 from odcli.assigners.dynamic_soft_label import DynamicSoftLabelAssigner
-from odcli.boxes.postprocess import NMSConfig
-from odcli.config_checks import at_least, check_bn, check_input, check_test, require
+from odcli.config_checks import at_least, require
 from odcli.models.backbones.cspnext import CSPNeXt
+from odcli.models.config import DetectorConfig
 from odcli.models.detector import Detector, InputSpec
 from odcli.models.heads.rtmdet_sepbn import RTMDetSepBNHead
 from odcli.models.necks.cspnext_pafpn import CSPNeXtPAFPN
@@ -38,28 +39,27 @@ RTMDET_SIZES: dict[str, RTMDetSize] = {
 
 
 @dataclass
-class RTMDetConfig:
+class RTMDetConfig(DetectorConfig):
     """Every hyper-parameter of an RTMDet model (the ``model:`` section of a recipe).
 
-    ``size`` picks depth/width from :data:`RTMDET_SIZES`; the rest are upstream defaults.
+    ``size`` picks depth/width from :data:`RTMDET_SIZES`; the rest are upstream defaults. The fields
+    every family has are described on :class:`~odcli.models.config.DetectorConfig`.
     """
+
+    SIZES: ClassVar[tuple[str, ...]] = tuple(RTMDET_SIZES)
 
     arch: str = "rtmdet"
     size: str = "tiny"
-    num_classes: int = 80
     expand_ratio: float = 0.5
     channel_attention: bool = True
     stacked_convs: int = 2
-    bn_eps: float = 1e-5
-    bn_momentum: float = 0.1
     # Initial bias of the box-regression convs. Upstream: 0. Training from scratch on few images,
     # 1.0 keeps every image learning (see RTMDetSepBNHead and recipes/demo.yaml).
     reg_bias_init: float = 0.0
-    # input
+    # input: BGR, keep-ratio resize, padded to exactly test_scale
     mean: list[float] = field(default_factory=lambda: [103.53, 116.28, 123.675])
     std: list[float] = field(default_factory=lambda: [57.375, 57.12, 58.395])
     to_rgb: bool = False
-    test_scale: list[int] = field(default_factory=lambda: [640, 640])
     pad_value: float = 114.0
     # training
     assigner_topk: int = 13
@@ -75,39 +75,37 @@ class RTMDetConfig:
     max_per_img: int = 300
     min_bbox_size: float = 0.0
 
-    def __post_init__(self) -> None:
-        # Values the network or the assigner cannot use fail here, as one line, not in a run.
-        at_least("model.num_classes", self.num_classes, 1)
+    def check_values(self) -> None:
+        """Values the network or the assigner cannot use fail here, as one line, not in a run."""
+        super().check_values()
         require(self.expand_ratio > 0, "model.expand_ratio", self.expand_ratio, "> 0 (upstream 0.5)")
         at_least("model.stacked_convs", self.stacked_convs, 0)
-        check_bn(self)
-        check_input(self)
         # Upstream sums the top-k IoUs of each GT; k = 0 still gives every GT one prior, k < 0 fails.
         at_least("model.assigner_topk", self.assigner_topk, 0)
-        check_test(self)
+
+    def input_spec(self) -> InputSpec:
+        """BGR, keep-ratio resize to ``test_scale`` and pad to exactly that size with ``pad_value``."""
+        w, h = self.test_scale
+        return replace(super().input_spec(), keep_ratio=True, pad_value=self.pad_value, pad_to=(h, w))
 
 
 def build_rtmdet(cfg: RTMDetConfig) -> Detector:
     """Construct an RTMDet detector (randomly initialised) from its config."""
-    if cfg.size not in RTMDET_SIZES:
-        from odcli.errors import OdetError
-
-        raise OdetError(f"unknown RTMDet size {cfg.size!r}; choose one of {', '.join(RTMDET_SIZES)}")
     size = RTMDET_SIZES[cfg.size]
-    bn = {"bn_eps": cfg.bn_eps, "bn_momentum": cfg.bn_momentum}
+    norm = cfg.norm()
     backbone = CSPNeXt(
         deepen_factor=size.deepen_factor,
         widen_factor=size.widen_factor,
         expand_ratio=cfg.expand_ratio,
         channel_attention=cfg.channel_attention,
-        **bn,
+        norm=norm,
     )
     neck = CSPNeXtPAFPN(
         in_channels=backbone.out_channels,
         out_channels=size.channels,
         num_csp_blocks=size.neck_csp_blocks,
         expand_ratio=cfg.expand_ratio,
-        **bn,
+        norm=norm,
     )
     head = RTMDetSepBNHead(
         num_classes=cfg.num_classes,
@@ -117,6 +115,7 @@ def build_rtmdet(cfg: RTMDetConfig) -> Detector:
         strides=(8, 16, 32),
         exp_on_reg=size.exp_on_reg,
         reg_bias_init=cfg.reg_bias_init,
+        norm=norm,
         assigner=DynamicSoftLabelAssigner(
             topk=cfg.assigner_topk,
             iou_weight=cfg.assigner_iou_weight,
@@ -125,29 +124,8 @@ def build_rtmdet(cfg: RTMDetConfig) -> Detector:
         cls_weight=cfg.cls_weight,
         bbox_weight=cfg.bbox_weight,
         qfl_beta=cfg.qfl_beta,
-        nms=NMSConfig(
-            score_thr=cfg.score_thr,
-            nms_pre=cfg.nms_pre,
-            iou_thr=cfg.nms_iou_thr,
-            max_per_img=cfg.max_per_img,
-            min_bbox_size=cfg.min_bbox_size,
-        ),
-        **bn,
+        nms=cfg.nms_config(),
     )
     return Detector(
-        arch=f"rtmdet_{cfg.size}", backbone=backbone, neck=neck, head=head, input_spec=rtmdet_input_spec(cfg)
-    )
-
-
-def rtmdet_input_spec(cfg: RTMDetConfig) -> InputSpec:
-    """BGR, keep-ratio resize to ``test_scale`` and pad to exactly that size with ``pad_value``."""
-    w, h = cfg.test_scale
-    return InputSpec(
-        mean=tuple(cfg.mean),
-        std=tuple(cfg.std),
-        to_rgb=cfg.to_rgb,
-        test_scale=(w, h),
-        keep_ratio=True,
-        pad_value=cfg.pad_value,
-        pad_to=(h, w),
+        arch=f"rtmdet_{cfg.size}", backbone=backbone, neck=neck, head=head, input_spec=cfg.input_spec()
     )

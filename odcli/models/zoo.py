@@ -11,27 +11,30 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from odcli.errors import OdetError
+from odcli.models.config import DetectorConfig
 from odcli.models.detector import Detector, InputSpec
-from odcli.models.ppyoloe import PPYOLOE_SIZES, PPYOLOEConfig, build_ppyoloe, ppyoloe_input_spec
-from odcli.models.retinanet import RETINANET_SIZES, RetinaNetConfig, build_retinanet, retinanet_input_spec
-from odcli.models.rtmdet import RTMDET_SIZES, RTMDetConfig, build_rtmdet, rtmdet_input_spec
+from odcli.models.ppyoloe import PPYOLOEConfig, build_ppyoloe
+from odcli.models.retinanet import RetinaNetConfig, build_retinanet
+from odcli.models.rtmdet import RTMDetConfig, build_rtmdet
 
 
 @dataclass(frozen=True)
 class Family:
     """A detector family: its typed config and the function that builds it."""
 
-    config_cls: type
+    config_cls: type[DetectorConfig]
     build: Callable[[Any], Detector]
-    input_spec: Callable[[Any], InputSpec]
-    sizes: tuple[str, ...]
+
+    @property
+    def sizes(self) -> tuple[str, ...]:
+        return self.config_cls.SIZES
 
 
 FAMILIES: dict[str, Family] = {
-    "rtmdet": Family(RTMDetConfig, build_rtmdet, rtmdet_input_spec, tuple(RTMDET_SIZES)),
+    "rtmdet": Family(RTMDetConfig, build_rtmdet),
     # ppyoloe_plus_s → arch "ppyoloe", size "plus_s": PP-YOLOE+ is a variant of the same family.
-    "ppyoloe": Family(PPYOLOEConfig, build_ppyoloe, ppyoloe_input_spec, PPYOLOE_SIZES),
-    "retinanet": Family(RetinaNetConfig, build_retinanet, retinanet_input_spec, tuple(RETINANET_SIZES)),
+    "ppyoloe": Family(PPYOLOEConfig, build_ppyoloe),
+    "retinanet": Family(RetinaNetConfig, build_retinanet),
 }
 
 
@@ -58,9 +61,9 @@ def build_from_config(cfg: Any) -> Detector:
     return FAMILIES[cfg.arch].build(cfg)
 
 
-def input_spec_of(cfg: Any) -> InputSpec:
+def input_spec_of(cfg: DetectorConfig) -> InputSpec:
     """How inputs are prepared for a model of this config, without building the model."""
-    return FAMILIES[cfg.arch].input_spec(cfg)
+    return cfg.input_spec()
 
 
 def build_model(name: str, **overrides: Any) -> Detector:

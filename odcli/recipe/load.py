@@ -30,6 +30,14 @@ from odcli.recipe.schema import SECTIONS, DataConfig, Recipe, TrainConfig
 
 RUN_RECIPE = "recipe.yaml"  # the resolved recipe a run directory keeps; --resume continues from it
 
+#: Keys that were renamed ("section.old" → "section.new"). In a recipe file or ``--set`` an old key
+#: is a one-line error naming the new one; in a checkpoint's stored recipe (written by an older odet,
+#: not edited by hand) it is read under its new name.
+RENAMED_KEYS: dict[str, str] = {
+    # One name across families: PP-YOLOE's per-class candidate count (upstream nms_top_k).
+    "model.nms_top_k": "model.nms_pre",
+}
+
 
 def dump_recipe(recipe: Recipe) -> str:
     """The recipe as YAML text (sections model, data, train), loadable by :func:`load_recipe`."""
@@ -157,15 +165,27 @@ def _build_section(cls: type, values: dict[str, Any], section: str, origin: dict
         where = f"{section}.{key} ({origin.get(f'{section}.{key}', '--set')})"
         if key not in fields:
             source = origin.get(f"{section}.{key}", "--set")
+            if f"{section}.{key}" in RENAMED_KEYS:
+                new = RENAMED_KEYS[f"{section}.{key}"]
+                raise OdetError(f"'{section}.{key}' in {source} was renamed: write '{new}' instead")
             raise OdetError(f"unknown key '{section}.{key}' in {source}{_nearest(key, fields)}")
         kwargs[key] = _coerce(value, hints[key], where)
     return cls(**kwargs)
 
 
-def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Load, merge (base), override and validate a recipe file."""
+def load_recipe(
+    path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, written_by_odet: bool = False
+) -> Recipe:
+    """Load, merge (base), override and validate a recipe file.
+
+    ``written_by_odet``: the file is odet's own copy (a run directory's ``recipe.yaml``), so keys
+    renamed since it was written are read under their new names instead of refused.
+    """
     path = Path(path).expanduser().resolve()
     sections, origin = _merge_file(path)
+    if written_by_odet:
+        sections = {section: _renamed(section, values) for section, values in sections.items()}
+        origin = {RENAMED_KEYS.get(key, key): source for key, source in origin.items()}
     for text in overrides:
         section, key, value = parse_override(text)
         if section not in SECTIONS:
@@ -176,23 +196,30 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     if arch not in FAMILIES:
         hint = _nearest(str(arch), FAMILIES)
         raise OdetError(f"model.arch {arch!r} in {path} is not one of {', '.join(FAMILIES)}{hint}")
-    model = _build_section(FAMILIES[arch].config_cls, sections["model"], "model", origin)
-    if model.size not in FAMILIES[arch].sizes:
-        raise OdetError(
-            f"model.size {model.size!r} is not a {arch} size; choose one of {', '.join(FAMILIES[arch].sizes)}"
-        )
+    model = _build_section(FAMILIES[arch].config_cls, sections["model"], "model", origin)  # checks size
     data = _build_section(DataConfig, sections["data"], "data", origin)
     train = _build_section(TrainConfig, sections["train"], "train", origin)
     return Recipe(model=model, data=data, train=train, name=path.stem, path=path)
 
 
 def recipe_from_dict(sections: dict[str, dict[str, Any]], *, name: str = "recipe") -> Recipe:
-    """Rebuild a recipe stored in a checkpoint's metadata (already validated once)."""
+    """Rebuild a recipe stored in a checkpoint's metadata (already validated once); keys renamed
+    since it was written (:data:`RENAMED_KEYS`) are read under their new names."""
     origin: dict[str, str] = {}
+    sections = {section: _renamed(section, sections.get(section, {})) for section in SECTIONS}
     arch = sections["model"]["arch"]
     return Recipe(
         model=_build_section(FAMILIES[arch].config_cls, sections["model"], "model", origin),
-        data=_build_section(DataConfig, sections.get("data", {}), "data", origin),
-        train=_build_section(TrainConfig, sections.get("train", {}), "train", origin),
+        data=_build_section(DataConfig, sections["data"], "data", origin),
+        train=_build_section(TrainConfig, sections["train"], "train", origin),
         name=name,
     )
+
+
+def _renamed(section: str, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with every renamed key of ``section`` under its new name."""
+    out = {}
+    for key, value in values.items():
+        new = RENAMED_KEYS.get(f"{section}.{key}", f"{section}.{key}")
+        out[new.partition(".")[2]] = value
+    return out

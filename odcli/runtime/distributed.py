@@ -90,11 +90,6 @@ def cleanup() -> None:
         dist.destroy_process_group()
 
 
-def barrier() -> None:
-    if is_distributed():
-        dist.barrier()
-
-
 def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
     """Average a tensor over all ranks (identity when not distributed)."""
     if not is_distributed():

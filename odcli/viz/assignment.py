@@ -11,11 +11,13 @@ Every assigner runs on the priors and predictions a head exposes (:class:`~odcli
 * ``dsl`` — RTMDet's Dynamic Soft Label on the head's predictions.
 
 The static ones (maxiou, atss) need no weights; the dynamic ones (tal, dsl) depend on the model's
-predictions — untrained, they are driven by the priors alone.
+predictions — untrained, they are driven by the priors alone. :func:`assign_image` runs the chosen
+assigners on one image; :func:`draw_assignment` draws one of them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -24,7 +26,10 @@ import torch
 
 from odcli.assigners.result import AssignResult
 from odcli.assigners.view import PriorView
+from odcli.data.loader import collate, prepare_batch
 from odcli.errors import OdetError
+from odcli.inference.predictor import Predictor
+from odcli.models.detector import Detector
 from odcli.viz.draw import class_color
 
 ASSIGNERS = ("maxiou", "atss", "tal", "dsl")
@@ -89,6 +94,65 @@ def summarize(name: str, result: AssignResult, view: PriorView, num_gt: int) -> 
               for g in range(num_gt)]  # fmt: skip
     positives = [torch.nonzero(gt_index == g).flatten().tolist() for g in range(num_gt)]
     return AssignmentSummary(name, counts, positives)
+
+
+@dataclass
+class ImageAssignment:
+    """What the assigners made of one image.
+
+    Attributes:
+        image: (H, W, 3) uint8 BGR network input (the test-time resize of the image).
+        view: the head's priors and predictions on it.
+        gt_boxes: (G, 4) xyxy input pixels.
+        gt_labels: (G,) class indices.
+        results: assigner name → its one-image result, in the order asked for.
+        summaries: per assigner, positives per GT per level.
+    """
+
+    image: np.ndarray
+    view: PriorView
+    gt_boxes: np.ndarray
+    gt_labels: np.ndarray
+    results: dict[str, AssignResult]
+    summaries: list[AssignmentSummary]
+
+
+def check_assigners(names: Sequence[str]) -> None:
+    """Fail with one line when a name is not one of :data:`ASSIGNERS`."""
+    for name in names:
+        if name not in ASSIGNERS:
+            raise OdetError(f"unknown assigner {name!r}; choose from {', '.join(ASSIGNERS)}")
+
+
+@torch.no_grad()
+def assign_image(
+    model: Detector, image: np.ndarray, gt_boxes: np.ndarray, gt_labels: np.ndarray, assigners: Sequence[str]
+) -> ImageAssignment:
+    """Run each of ``assigners`` on ``model``'s priors for one image (the model runs on its device).
+
+    Args:
+        image: (H, W, 3) uint8 BGR original image.
+        gt_boxes: (G, 4) xyxy original pixels; scaled here into the network input.
+        gt_labels: (G,) class indices.
+        assigners: names from :data:`ASSIGNERS`.
+
+    Raises:
+        OdetError: an unknown assigner name; a head that cannot show its priors.
+    """
+    check_assigners(assigners)
+    model.eval()
+    if not hasattr(model.head, "prior_view"):
+        raise OdetError(f"{model.arch}'s head cannot show its priors yet")
+    predictor = Predictor(model)
+    sample = predictor.prepare(image)
+    sx, sy = sample["scale_factor"]
+    gt_input = (gt_boxes * np.array([sx, sy, sx, sy], np.float32)).astype(np.float32)
+    batch, _, metas = collate([sample], pad_value=int(model.input_spec.pad_value))
+    view = model.head.prior_view(*model(prepare_batch(batch, metas, model.input_spec, predictor.device)))
+    boxes, labels = torch.from_numpy(gt_input), torch.from_numpy(gt_labels)
+    results = {name: run_assigner(name, view, boxes, labels) for name in assigners}
+    summaries = [summarize(name, result, view, len(gt_boxes)) for name, result in results.items()]
+    return ImageAssignment(sample["img"], view, gt_input, gt_labels, results, summaries)
 
 
 def _gt_color(g: int) -> tuple[int, int, int]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from odcli.models.layers import ConvBNAct, CSPLayer, SPPBottleneck
+from odcli.models.layers import DEFAULT_NORM, BatchNormConfig, ConvBNAct, CSPLayer, SPPBottleneck
 
 # (in_channels, out_channels, num_blocks, residual, use_spp) at widen = deepen = 1 ("P5" arch).
 _P5_STAGES = (
@@ -27,6 +27,7 @@ class CSPNeXt(nn.Module):
         widen_factor: multiplies every channel count.
         expand_ratio: hidden-channel ratio inside each CSP layer.
         channel_attention: add a channel-attention gate to each CSP layer.
+        norm: BatchNorm settings of every layer.
 
     Input (B, 3, H, W) → list of 3 maps (B, C_i, H/s, W/s) for s = 8, 16, 32 with
     C_i = 256, 512, 1024 × widen_factor.
@@ -39,23 +40,21 @@ class CSPNeXt(nn.Module):
         widen_factor: float,
         expand_ratio: float = 0.5,
         channel_attention: bool = True,
-        bn_eps: float = 1e-5,
-        bn_momentum: float = 0.1,
+        norm: BatchNormConfig = DEFAULT_NORM,
     ) -> None:
         super().__init__()
-        bn = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
         stem_out = int(_P5_STAGES[0][0] * widen_factor)
         self.stem = nn.Sequential(
-            ConvBNAct(3, stem_out // 2, 3, stride=2, **bn),
-            ConvBNAct(stem_out // 2, stem_out // 2, 3, **bn),
-            ConvBNAct(stem_out // 2, stem_out, 3, **bn),
+            ConvBNAct(3, stem_out // 2, 3, stride=2, norm=norm),
+            ConvBNAct(stem_out // 2, stem_out // 2, 3, norm=norm),
+            ConvBNAct(stem_out // 2, stem_out, 3, norm=norm),
         )
         self.out_channels: list[int] = []
         for i, (c_in, c_out, n, residual, use_spp) in enumerate(_P5_STAGES, start=1):
             c_in, c_out = int(c_in * widen_factor), int(c_out * widen_factor)
-            layers: list[nn.Module] = [ConvBNAct(c_in, c_out, 3, stride=2, **bn)]
+            layers: list[nn.Module] = [ConvBNAct(c_in, c_out, 3, stride=2, norm=norm)]
             if use_spp:
-                layers.append(SPPBottleneck(c_out, c_out, **bn))
+                layers.append(SPPBottleneck(c_out, c_out, norm=norm))
             layers.append(
                 CSPLayer(
                     c_out,
@@ -64,7 +63,7 @@ class CSPNeXt(nn.Module):
                     expand_ratio=expand_ratio,
                     residual=residual,
                     channel_attention=channel_attention,
-                    **bn,
+                    norm=norm,
                 )
             )
             self.add_module(f"stage{i}", nn.Sequential(*layers))

@@ -19,7 +19,14 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from odcli.models.layers import ChannelAttention, ConvBNAct, RepVGGBlock
+from odcli.models.layers import (
+    DEFAULT_NORM,
+    BatchNormConfig,
+    ChannelAttention,
+    ConvBNAct,
+    RepVGGBlock,
+    paddle_default_init,
+)
 
 
 class RepResBlock(nn.Module):
@@ -30,6 +37,7 @@ class RepResBlock(nn.Module):
         shortcut: add the input to the output (backbone) or not (neck).
         alpha: learnable scale on the RepVGG 1×1 branch (PP-YOLOE+ backbone).
         deploy: build the RepVGG block re-parameterised.
+        norm: BatchNorm settings.
     """
 
     def __init__(
@@ -39,13 +47,11 @@ class RepResBlock(nn.Module):
         shortcut: bool,
         alpha: bool = False,
         deploy: bool = False,
-        bn_eps: float = 1e-5,
-        bn_momentum: float = 0.1,
+        norm: BatchNormConfig = DEFAULT_NORM,
     ) -> None:
         super().__init__()
-        bn = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
-        self.conv1 = ConvBNAct(channels, channels, 3, **bn)
-        self.conv2 = RepVGGBlock(channels, channels, alpha=alpha, deploy=deploy, **bn)
+        self.conv1 = ConvBNAct(channels, channels, 3, norm=norm)
+        self.conv2 = RepVGGBlock(channels, channels, alpha=alpha, deploy=deploy, norm=norm)
         self.shortcut = shortcut
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -70,24 +76,22 @@ class CSPResStage(nn.Module):
         *,
         alpha: bool = False,
         deploy: bool = False,
-        bn_eps: float = 1e-5,
-        bn_momentum: float = 0.1,
+        norm: BatchNormConfig = DEFAULT_NORM,
     ) -> None:
         super().__init__()
-        bn = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
         mid = (in_channels + out_channels) // 2
-        self.conv_down = ConvBNAct(in_channels, mid, 3, stride=2, **bn)
-        self.conv1 = ConvBNAct(mid, mid // 2, 1, **bn)
-        self.conv2 = ConvBNAct(mid, mid // 2, 1, **bn)
+        self.conv_down = ConvBNAct(in_channels, mid, 3, stride=2, norm=norm)
+        self.conv1 = ConvBNAct(mid, mid // 2, 1, norm=norm)
+        self.conv2 = ConvBNAct(mid, mid // 2, 1, norm=norm)
         self.blocks = nn.Sequential(
             *(
-                RepResBlock(mid // 2, shortcut=True, alpha=alpha, deploy=deploy, **bn)
+                RepResBlock(mid // 2, shortcut=True, alpha=alpha, deploy=deploy, norm=norm)
                 for _ in range(num_blocks)
             )
         )
         # Effective SE: the same gate as RTMDet's channel attention (1×1 conv + hardsigmoid).
         self.attn = ChannelAttention(mid)
-        self.conv3 = ConvBNAct(mid, out_channels, 1, **bn)
+        self.conv3 = ConvBNAct(mid, out_channels, 1, norm=norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv_down(x)
@@ -115,6 +119,7 @@ class CSPResNet(nn.Module):
         return_idx: which stages' outputs are returned (upstream [1, 2, 3]).
         alpha: PP-YOLOE+ learnable scale on the RepVGG 1×1 branches.
         deploy: build the RepVGG blocks re-parameterised.
+        norm: settings of every BatchNorm.
     """
 
     def __init__(
@@ -127,26 +132,24 @@ class CSPResNet(nn.Module):
         return_idx: tuple[int, ...] = (1, 2, 3),
         alpha: bool = False,
         deploy: bool = False,
-        bn_eps: float = 1e-5,
-        bn_momentum: float = 0.1,
+        norm: BatchNormConfig = DEFAULT_NORM,
     ) -> None:
         super().__init__()
-        bn = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
         chans = scaled_channels(list(channels), width_mult)
         depths = scaled_depths(list(layers), depth_mult)
         half = chans[0] // 2
         self.stem = nn.Sequential(
             OrderedDict(
                 [
-                    ("conv1", ConvBNAct(3, half, 3, stride=2, **bn)),
-                    ("conv2", ConvBNAct(half, half, 3, **bn)),
-                    ("conv3", ConvBNAct(half, chans[0], 3, **bn)),
+                    ("conv1", ConvBNAct(3, half, 3, stride=2, norm=norm)),
+                    ("conv2", ConvBNAct(half, half, 3, norm=norm)),
+                    ("conv3", ConvBNAct(half, chans[0], 3, norm=norm)),
                 ]
             )
         )
         self.stages = nn.Sequential(
             *(
-                CSPResStage(chans[i], chans[i + 1], depths[i], alpha=alpha, deploy=deploy, **bn)
+                CSPResStage(chans[i], chans[i + 1], depths[i], alpha=alpha, deploy=deploy, norm=norm)
                 for i in range(len(chans) - 1)
             )
         )
@@ -157,7 +160,7 @@ class CSPResNet(nn.Module):
 
     def reset_parameters(self) -> None:
         """Paddle's default init: convs N(0, √(2 / fan_in)), biases 0; BN weight 1, bias 0."""
-        _paddle_default_init(self)
+        paddle_default_init(self)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """(B, 3, H, W) normalised images → feature maps at strides 8, 16, 32 (ascending)."""
@@ -168,20 +171,3 @@ class CSPResNet(nn.Module):
             if i in self.return_idx:
                 outs.append(x)
         return outs
-
-
-def _paddle_default_init(module: nn.Module) -> None:
-    """Initialise like Paddle's layer defaults (what PP-YOLOE trains from when not pre-trained).
-
-    Paddle's ``Conv2D`` draws weights from N(0, √(2 / fan_in)) (fan_in = in/groups · k · k) and zeroes
-    biases; ``BatchNorm2D`` starts at weight 1, bias 0.
-    """
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            fan_in = m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
-            nn.init.normal_(m.weight, std=(2.0 / fan_in) ** 0.5)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)

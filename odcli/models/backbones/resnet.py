@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from odcli.errors import OdetError
+from odcli.models.layers import DEFAULT_NORM, BatchNormConfig
 
 _CONSTRUCTORS = {
     18: torchvision.models.resnet18,
@@ -37,13 +38,20 @@ class ResNet(nn.Module):
             their affine parameters still learn unless frozen.
         zero_init_residual: start each residual branch's last BN at γ = 0 (upstream's random init;
             irrelevant once ImageNet weights are loaded).
+        norm: settings of every BatchNorm (torchvision's ``norm_layer``).
 
     ``forward`` returns C2 … C5: (B, 64·e, H/4, W/4), (B, 128·e, H/8, W/8), (B, 256·e, H/16, W/16),
     (B, 512·e, H/32, W/32) with e = 1 (18/34) or 4 (50/101/152).
     """
 
     def __init__(
-        self, depth: int, *, frozen_stages: int = 1, norm_eval: bool = True, zero_init_residual: bool = True
+        self,
+        depth: int,
+        *,
+        frozen_stages: int = 1,
+        norm_eval: bool = True,
+        zero_init_residual: bool = True,
+        norm: BatchNormConfig = DEFAULT_NORM,
     ) -> None:
         super().__init__()
         if depth not in _CONSTRUCTORS:
@@ -52,7 +60,7 @@ class ResNet(nn.Module):
             )
         if not -1 <= frozen_stages <= 4:
             raise OdetError(f"frozen_stages must be in -1..4, got {frozen_stages}")
-        net = _CONSTRUCTORS[depth](weights=None, zero_init_residual=zero_init_residual)
+        net = _CONSTRUCTORS[depth](weights=None, zero_init_residual=zero_init_residual, norm_layer=norm.make)
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         expansion = 4 if depth >= 50 else 1

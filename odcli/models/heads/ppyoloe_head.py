@@ -26,7 +26,6 @@ soft targets over the (distributed) batch, at least 1. The total is
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
@@ -37,14 +36,22 @@ from odcli.assigners.atss import ATSSAssigner
 from odcli.assigners.result import AssignResult
 from odcli.assigners.task_aligned import TaskAlignedAssigner
 from odcli.assigners.view import PriorView
-from odcli.boxes.overlaps import aligned_giou_eps_added
-from odcli.boxes.postprocess import NMSConfig, multiclass_nms
+from odcli.boxes.coders import box_to_distance, distance_to_box
+from odcli.boxes.postprocess import NMSConfig
 from odcli.boxes.priors import grid_points
 from odcli.boxes.targets import pad_targets
 from odcli.losses.distribution_focal import distribution_focal_loss
+from odcli.losses.iou import giou_loss_eps_added
 from odcli.losses.varifocal import varifocal_loss
-from odcli.models.backbones.cspresnet import _paddle_default_init
-from odcli.models.layers import ConvBNAct
+from odcli.models.dense_head import Decoded, Detections, Targets
+from odcli.models.heads.dense import (
+    build_prior_view,
+    flatten_levels,
+    level_sizes,
+    postprocess_per_class,
+    prior_prob_bias,
+)
+from odcli.models.layers import DEFAULT_NORM, BatchNormConfig, ConvBNAct, paddle_default_init
 from odcli.runtime.distributed import all_reduce_mean
 
 
@@ -66,10 +73,10 @@ class _TrainView(NamedTuple):
 class ESEAttn(nn.Module):
     """Effective-SE stem of the head: ``conv(feat · sigmoid(fc(avg_feat)))`` with ``conv`` a 1×1 ConvBNAct."""
 
-    def __init__(self, channels: int, *, bn_eps: float = 1e-5, bn_momentum: float = 0.1) -> None:
+    def __init__(self, channels: int, *, norm: BatchNormConfig = DEFAULT_NORM) -> None:
         super().__init__()
         self.fc = nn.Conv2d(channels, channels, 1)
-        self.conv = ConvBNAct(channels, channels, 1, bn_eps=bn_eps, bn_momentum=bn_momentum)
+        self.conv = ConvBNAct(channels, channels, 1, norm=norm)
 
     def forward(self, feat: torch.Tensor, avg_feat: torch.Tensor) -> torch.Tensor:
         return self.conv(feat * torch.sigmoid(self.fc(avg_feat)))
@@ -90,7 +97,8 @@ class PPYOLOEHead(nn.Module):
         cls_weight / iou_weight / dfl_weight: loss weights (upstream 1 / 2.5 / 0.5).
         vfl_alpha / vfl_gamma: Varifocal loss settings (upstream 0.75 / 2).
         nms: post-processing (``nms_pre`` is upstream's per-class ``nms_top_k``, ``max_per_img``
-            its ``keep_top_k``; see :func:`odcli.postprocess.multiclass_nms`).
+            its ``keep_top_k``; see :func:`odcli.boxes.postprocess.multiclass_nms`).
+        norm: settings of the stems' BatchNorms.
     """
 
     def __init__(
@@ -111,8 +119,7 @@ class PPYOLOEHead(nn.Module):
         vfl_alpha: float = 0.75,
         vfl_gamma: float = 2.0,
         nms: NMSConfig,
-        bn_eps: float = 1e-5,
-        bn_momentum: float = 0.1,
+        norm: BatchNormConfig = DEFAULT_NORM,
     ) -> None:
         super().__init__()
         if len(in_channels) != len(strides):
@@ -132,11 +139,10 @@ class PPYOLOEHead(nn.Module):
         self.vfl_gamma = vfl_gamma
         self.nms = nms
 
-        bn = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
         coarse_first = list(in_channels)[::-1]
         bins = reg_max + 1
-        self.stem_cls = nn.ModuleList(ESEAttn(c, **bn) for c in coarse_first)
-        self.stem_reg = nn.ModuleList(ESEAttn(c, **bn) for c in coarse_first)
+        self.stem_cls = nn.ModuleList(ESEAttn(c, norm=norm) for c in coarse_first)
+        self.stem_reg = nn.ModuleList(ESEAttn(c, norm=norm) for c in coarse_first)
         self.pred_cls = nn.ModuleList(nn.Conv2d(c, num_classes, 3, padding=1) for c in coarse_first)
         self.pred_reg = nn.ModuleList(nn.Conv2d(c, 4 * bins, 3, padding=1) for c in coarse_first)
         # The projection turning a distribution into its expectation: fixed weights 0..reg_max.
@@ -148,14 +154,13 @@ class PPYOLOEHead(nn.Module):
     def reset_parameters(self) -> None:
         """Upstream init: Paddle defaults, ESE ``fc`` N(0, 0.001), prediction convs zero with biases
         ``-log((1 - 0.01) / 0.01)`` (classes: prior probability 0.01) and 1 (distributions)."""
-        _paddle_default_init(self)
+        paddle_default_init(self)
         for stem in (*self.stem_cls, *self.stem_reg):
             nn.init.normal_(stem.fc.weight, std=0.001)
             nn.init.zeros_(stem.fc.bias)
-        prior_bias = -math.log((1 - 0.01) / 0.01)
         for cls_conv, reg_conv in zip(self.pred_cls, self.pred_reg, strict=True):
             nn.init.zeros_(cls_conv.weight)
-            nn.init.constant_(cls_conv.bias, prior_bias)
+            nn.init.constant_(cls_conv.bias, prior_prob_bias(0.01))
             nn.init.zeros_(reg_conv.weight)
             nn.init.constant_(reg_conv.bias, 1.0)
         with torch.no_grad():
@@ -182,20 +187,20 @@ class PPYOLOEHead(nn.Module):
     def _flatten(
         self, cls_logits: list[torch.Tensor], reg_dists: list[torch.Tensor], levels: list[int]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
-        """Concatenate ``levels`` (in that order) → logits (B, N, C), distribution logits
+        """Concatenate ``levels`` (in that order) → float32 logits (B, N, C), distribution logits
         (B, N, 4, reg_max+1), points (N, 2) in cells, strides (N, 1), priors per level."""
-        b = cls_logits[0].shape[0]
-        bins = self.reg_max + 1
         device = cls_logits[0].device
-        logits, dists, points, strides, counts = [], [], [], [], []
+        sizes = level_sizes(cls_logits)
+        logits = flatten_levels([cls_logits[level].float() for level in levels], self.num_classes)
+        dists = flatten_levels([reg_dists[level].float() for level in levels], 4 * (self.reg_max + 1))
+        points, strides, counts = [], [], []
         for level in levels:
-            h, w = cls_logits[level].shape[-2:]
-            logits.append(cls_logits[level].float().flatten(2).transpose(1, 2))
-            dists.append(reg_dists[level].float().flatten(2).transpose(1, 2).reshape(b, h * w, 4, bins))
+            h, w = sizes[level]
             points.append(grid_points((h, w), 1, offset=self.grid_cell_offset, device=device)[:, :2])
             strides.append(torch.full((h * w, 1), float(self.strides[level]), device=device))
             counts.append(h * w)
-        return torch.cat(logits, 1), torch.cat(dists, 1), torch.cat(points), torch.cat(strides), counts
+        dist_logits = torch.cat(dists, 1).reshape(dists[0].shape[0], -1, 4, self.reg_max + 1)
+        return torch.cat(logits, 1), dist_logits, torch.cat(points), torch.cat(strides), counts
 
     def anchor_boxes(self, points_px: torch.Tensor, strides: torch.Tensor) -> torch.Tensor:
         """ATSS's anchor boxes: squares of ``grid_cell_scale`` strides centred on the points.
@@ -205,10 +210,10 @@ class PPYOLOEHead(nn.Module):
         half = self.grid_cell_scale * strides * 0.5
         return torch.cat([points_px - half, points_px + half], dim=-1)
 
-    @staticmethod
-    def _decode(points: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
-        """Points (N, 2) and (l, t, r, b) distances (..., N, 4), same units → xyxy boxes (..., N, 4)."""
-        return torch.cat([points - dist[..., :2], points + dist[..., 2:]], dim=-1)
+    def distance_targets(self, points: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """The DFL targets: (l, t, r, b) distances (N, 4) from points (N, 2) to boxes (N, 4), all in
+        cells, clamped to [0, reg_max − 0.01] (upstream's ``bbox2distance``)."""
+        return box_to_distance(points, boxes, max_dis=self.reg_max, eps=0.01)
 
     # -------------------------------------------------------------------------------------- loss
     def _training_view(self, cls_logits: list[torch.Tensor], reg_dists: list[torch.Tensor]) -> _TrainView:
@@ -216,32 +221,28 @@ class PPYOLOEHead(nn.Module):
         as upstream's, and decode the predicted boxes (cells). Float32."""
         levels = list(reversed(range(len(self.strides))))
         logits, dist_logits, points, strides, counts = self._flatten(cls_logits, reg_dists, levels)
-        pred_boxes = self._decode(points, self._expected_distance(dist_logits))
+        pred_boxes = distance_to_box(points, self._expected_distance(dist_logits))
         return _TrainView(logits.sigmoid(), dist_logits, pred_boxes, points, strides, counts)
 
-    def _assign(
-        self,
-        view: _TrainView,
-        gt_boxes: torch.Tensor,
-        gt_labels: torch.Tensor,
-        gt_mask: torch.Tensor,
-        epoch: int,
-    ) -> AssignResult:
+    def _assign(self, view: _TrainView, targets: Targets, epoch: int) -> tuple[AssignResult, torch.Tensor]:
         """ATSS (on anchor boxes) before ``static_assigner_epoch``, Task-Aligned after; both see the
-        detached predictions in pixels, as upstream's assigners do."""
+        detached predictions in pixels, as upstream's assigners do → (result, padded GT boxes)."""
+        gt_boxes, gt_labels, gt_mask = pad_targets(targets, device=view.scores.device)
         points_px = view.points * view.strides
         pred_px = view.pred_boxes.detach() * view.strides
         if epoch < self.static_assigner_epoch:
             anchors = self.anchor_boxes(points_px, view.strides)
-            return self.static_assigner(anchors, view.counts, gt_boxes, gt_labels, gt_mask, pred_px)
-        return self.assigner(view.scores.detach(), pred_px, points_px, gt_boxes, gt_labels, gt_mask)
+            result = self.static_assigner(anchors, view.counts, gt_boxes, gt_labels, gt_mask, pred_px)
+        else:
+            result = self.assigner(view.scores.detach(), pred_px, points_px, gt_boxes, gt_labels, gt_mask)
+        return result, gt_boxes
 
     @torch.no_grad()
     def assign(
         self,
         cls_logits: list[torch.Tensor],
         reg_dists: list[torch.Tensor],
-        targets: list[dict[str, torch.Tensor]],
+        targets: Targets,
         *,
         epoch: int = 0,
     ) -> AssignResult:
@@ -251,15 +252,13 @@ class PPYOLOEHead(nn.Module):
         within a level. ``gt_index`` refers to each image's targets in order.
         """
         with torch.autocast(device_type=cls_logits[0].device.type, enabled=False):
-            view = self._training_view(cls_logits, reg_dists)
-            gt_boxes, gt_labels, gt_mask = pad_targets(targets, device=view.scores.device)
-            return self._assign(view, gt_boxes, gt_labels, gt_mask, epoch)
+            return self._assign(self._training_view(cls_logits, reg_dists), targets, epoch)[0]
 
     def loss(
         self,
         cls_logits: list[torch.Tensor],
         reg_dists: list[torch.Tensor],
-        targets: list[dict[str, torch.Tensor]],
+        targets: Targets,
         *,
         epoch: int = 0,
     ) -> dict[str, torch.Tensor]:
@@ -277,16 +276,13 @@ class PPYOLOEHead(nn.Module):
         # Losses in float32 even under autocast: softmax/log terms and the normaliser need it.
         with torch.autocast(device_type=cls_logits[0].device.type, enabled=False):
             view = self._training_view(cls_logits, reg_dists)
-            gt_boxes, gt_labels, gt_mask = pad_targets(targets, device=view.scores.device)
-            assign = self._assign(view, gt_boxes, gt_labels, gt_mask, epoch)
-            return self._losses(view, gt_boxes, assign)
+            return self._losses(view, *self._assign(view, targets, epoch))
 
     def _losses(
-        self, view: _TrainView, gt_boxes: torch.Tensor, assign: AssignResult
+        self, view: _TrainView, assign: AssignResult, gt_boxes: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         """The losses given an assignment (see :meth:`loss`); boxes in cells, ``gt_boxes`` in pixels."""
         scores, dist_logits, pred_boxes = view.scores, view.dist_logits, view.pred_boxes
-        points, strides = view.points, view.strides
         pos = assign.positive
         quality = assign.quality
         pos_b, pos_n = pos.nonzero(as_tuple=True)
@@ -297,16 +293,12 @@ class PPYOLOEHead(nn.Module):
         norm = all_reduce_mean(target_scores.sum().detach()).clamp(min=1.0)
         loss_cls = varifocal_loss(scores, target_scores, one_hot, self.vfl_alpha, self.vfl_gamma).sum() / norm
         if pos_b.numel() > 0:
-            gt_index = assign.gt_index[pos_b, pos_n]
-            matched = gt_boxes[pos_b, gt_index] / strides[pos_n]  # cells
+            matched = gt_boxes[pos_b, assign.gt_index[pos_b, pos_n]] / view.strides[pos_n]  # cells
             boxes = pred_boxes[pos_b, pos_n]
             weight = quality[pos_b, pos_n]
             loss_l1 = F.l1_loss(boxes.detach(), matched)
-            giou = aligned_giou_eps_added(boxes, matched, eps=1e-10)
-            loss_iou = ((1.0 - giou) * weight).sum() / norm
-            p = points[pos_n]
-            ltrb = torch.cat([p - matched[:, :2], matched[:, 2:] - p], dim=-1)
-            ltrb = ltrb.clamp(0, self.reg_max - 0.01)
+            loss_iou = (giou_loss_eps_added(boxes, matched, eps=1e-10) * weight).sum() / norm
+            ltrb = self.distance_targets(view.points[pos_n], matched)
             dfl = distribution_focal_loss(dist_logits[pos_b, pos_n], ltrb).mean(dim=-1)
             loss_dfl = (dfl * weight).sum() / norm
         else:
@@ -325,33 +317,35 @@ class PPYOLOEHead(nn.Module):
     @torch.no_grad()
     def prior_view(self, cls_logits: list[torch.Tensor], reg_dists: list[torch.Tensor]) -> PriorView:
         """Cell-centre points and predictions of the first image (pixels), for any assigner."""
-        levels = list(range(len(self.strides)))
-        logits, dist_logits, points, strides, counts = self._flatten(
-            [c[:1] for c in cls_logits], [d[:1] for d in reg_dists], levels
-        )
-        boxes = self._decode(points, self._expected_distance(dist_logits)) * strides
-        return PriorView(
-            centers=points * strides,
-            strides=strides[:, 0],
-            levels=torch.cat([torch.full((n,), i, dtype=torch.long) for i, n in enumerate(counts)]),
-            level_sizes=[tuple(c.shape[-2:]) for c in cls_logits],
+        cls_first, reg_first = [c[:1] for c in cls_logits], [d[:1] for d in reg_dists]
+        logits, _, points, strides, _ = self._flatten(cls_first, reg_first, list(range(len(self.strides))))
+        return build_prior_view(
+            strides=self.strides,
+            level_sizes=level_sizes(cls_first),
             per_location=1,
-            anchors=None,
+            centers=points * strides,
             logits=logits,
-            boxes=boxes,
+            boxes=self.decode(cls_first, reg_first).boxes,
         )
 
     # ----------------------------------------------------------------------------------- predict
     @torch.no_grad()
-    def decode_outputs(
-        self, cls_logits: list[torch.Tensor], reg_dists: list[torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Scores (B, N, C), expected distances (B, N, 4) in cells, points (N, 2) in cells, strides
-        (N, 1), levels with strides ascending (upstream's ``forward_eval`` outputs, reordered)."""
-        logits, dist_logits, points, strides, _ = self._flatten(
+    def decode(self, cls_logits: list[torch.Tensor], reg_dists: list[torch.Tensor]) -> Decoded:
+        """Every cell of the batch, strides ascending: sigmoid scores (B, N, C) and boxes (B, N, 4)
+        xyxy input pixels — decoded in cells from the expected distances, then multiplied by the
+        stride, in upstream's order (not clipped, not rescaled)."""
+        logits, dist_logits, points, strides, counts = self._flatten(
             cls_logits, reg_dists, list(range(len(self.strides)))
         )
-        return logits.sigmoid(), self._expected_distance(dist_logits), points, strides
+        boxes = distance_to_box(points, self._expected_distance(dist_logits)) * strides
+        return Decoded(logits.sigmoid(), boxes, tuple(counts))
+
+    def postprocess(self, decoded: Decoded, metas: list[dict], *, rescale: bool = True) -> Detections:
+        """With ``rescale`` the boxes divided by each meta's ``scale_factor`` (sx, sy) in float32 —
+        upstream divides, it does not multiply by the reciprocal —, then
+        :func:`~odcli.boxes.postprocess.multiclass_nms` (see
+        :func:`~odcli.models.heads.dense.postprocess_per_class`)."""
+        return postprocess_per_class(decoded, metas, self.nms, rescale=rescale)
 
     @torch.no_grad()
     def predict(
@@ -361,20 +355,7 @@ class PPYOLOEHead(nn.Module):
         metas: list[dict],
         *,
         rescale: bool = True,
-    ) -> list[dict[str, torch.Tensor]]:
-        """Detections per image: ``boxes`` (K, 4) xyxy, ``scores`` (K,), ``labels`` (K,).
-
-        Boxes are decoded in cells, multiplied by the stride (input pixels) and, with ``rescale``,
-        divided by each meta's ``scale_factor`` (sx, sy) in float32 — upstream divides, it does not
-        multiply by the reciprocal. Then :func:`~odcli.postprocess.multiclass_nms`.
-        """
-        scores, dist, points, strides = self.decode_outputs(cls_logits, reg_dists)
-        boxes = self._decode(points, dist) * strides
-        results = []
-        for i, meta in enumerate(metas):
-            img_boxes = boxes[i]
-            if rescale:
-                sx, sy = meta["scale_factor"]
-                img_boxes = img_boxes / img_boxes.new_tensor([sx, sy, sx, sy])
-            results.append(multiclass_nms(img_boxes, scores[i], self.nms))
-        return results
+    ) -> Detections:
+        """Detections per image: ``boxes`` (K, 4) xyxy, ``scores`` (K,), ``labels`` (K,); boxes in
+        original-image pixels if ``rescale``, else input pixels."""
+        return self.postprocess(self.decode(cls_logits, reg_dists), metas, rescale=rescale)

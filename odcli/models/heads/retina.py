@@ -19,12 +19,23 @@ import torch
 from torch import nn
 
 from odcli.assigners.max_iou import MaxIoUAssigner
+from odcli.assigners.result import IGNORED, AssignResult
 from odcli.assigners.view import PriorView
 from odcli.boxes.coders import box_to_delta, delta_to_box
-from odcli.boxes.postprocess import NMSConfig, finalize_detections, rescale_boxes, select_topk
+from odcli.boxes.postprocess import NMSConfig
 from odcli.boxes.priors import AnchorConfig, anchor_valid_flags, multilevel_anchors
 from odcli.boxes.targets import pad_targets
 from odcli.losses import l1_loss, sigmoid_focal_loss
+from odcli.models.dense_head import Decoded, Detections, Targets
+from odcli.models.heads.dense import (
+    build_prior_view,
+    concat_levels,
+    flatten_levels,
+    level_sizes,
+    postprocess_per_level,
+    prior_prob_bias,
+    sigmoid_concat,
+)
 
 _EPS = torch.finfo(torch.float32).eps
 
@@ -102,7 +113,7 @@ class RetinaHead(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.normal_(m.weight, std=0.01)
                 nn.init.zeros_(m.bias)
-        nn.init.constant_(self.cls_pred.bias, -math.log((1 - self.prior_prob) / self.prior_prob))
+        nn.init.constant_(self.cls_pred.bias, prior_prob_bias(self.prior_prob))
 
     def forward(self, feats: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Pyramid maps → per level (logits (B, A·C, H, W), deltas (B, A·4, H, W))."""
@@ -117,14 +128,12 @@ class RetinaHead(nn.Module):
             bbox_preds.append(self.reg_pred(r))
         return cls_scores, bbox_preds
 
-    # ----------------------------------------------------------------------------------- helpers
-    def _per_anchor(self, maps: list[torch.Tensor], width: int) -> list[torch.Tensor]:
-        """(B, A·K, H, W) per level → (B, H·W·A, K) per level, the anchors' (y, x, anchor) order."""
-        return [m.permute(0, 2, 3, 1).reshape(m.shape[0], -1, width) for m in maps]
+    # ------------------------------------------------------------------------------------ priors
+    def _anchors(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        """(N, 4) xyxy pixels: every level's anchors, level-major, (y, x, anchor) within a level."""
+        return torch.cat(multilevel_anchors(self.anchors, level_sizes(maps), device=maps[0].device))
 
-    def _valid_flags(
-        self, targets: list[dict], featmap_sizes: list[tuple[int, int]], device: torch.device
-    ) -> torch.Tensor:
+    def _valid_flags(self, targets: Targets, maps: list[torch.Tensor]) -> torch.Tensor:
         """(B, N) bool: anchors on each image's own padded extent (all anchors without pad_shape)."""
         d = self.pad_size_divisor
         everything = (2**30, 2**30)  # clamped to the feature maps: every cell valid
@@ -132,34 +141,44 @@ class RetinaHead(nn.Module):
         for t in targets:
             h, w = t.get("pad_shape", everything)
             shapes.append((math.ceil(int(h) / d) * d, math.ceil(int(w) / d) * d))
-        pad_shapes = torch.tensor(shapes, dtype=torch.long, device=device)
-        return torch.cat(anchor_valid_flags(self.anchors, featmap_sizes, pad_shapes), dim=1)
+        pad_shapes = torch.tensor(shapes, dtype=torch.long, device=maps[0].device)
+        return torch.cat(anchor_valid_flags(self.anchors, level_sizes(maps), pad_shapes), dim=1)
+
+    def _assign(
+        self, anchors: torch.Tensor, cls_scores: list[torch.Tensor], targets: Targets
+    ) -> tuple[AssignResult, torch.Tensor]:
+        """Max-IoU assignment of the anchors (N, 4) to each image's GTs → (result, padded GT boxes)."""
+        gt_boxes, gt_labels, gt_mask = pad_targets(targets, device=anchors.device)
+        valid = self._valid_flags(targets, cls_scores)
+        return self.assigner(anchors, gt_boxes, gt_labels, gt_mask, valid), gt_boxes
+
+    @torch.no_grad()
+    def assign(
+        self,
+        cls_scores: list[torch.Tensor],
+        bbox_preds: list[torch.Tensor],
+        targets: Targets,
+        *,
+        epoch: int = 0,
+    ) -> AssignResult:
+        """The assignment :meth:`loss` trains with (B, N), anchors level-major, strides ascending:
+        ``gt_index`` :data:`~odcli.assigners.result.IGNORED` also for anchors outside an image's
+        ``pad_shape``. Depends on the anchors only (``bbox_preds`` and ``epoch`` unused)."""
+        return self._assign(self._anchors(cls_scores), cls_scores, targets)[0]
 
     @torch.no_grad()
     def prior_view(self, cls_scores: list[torch.Tensor], bbox_preds: list[torch.Tensor]) -> PriorView:
         """Anchors and predictions of the first image, for running any assigner on them."""
-        sizes = [tuple(c.shape[-2:]) for c in cls_scores]
-        level_anchors = multilevel_anchors(self.anchors, sizes, device=cls_scores[0].device)
-        anchors = torch.cat(level_anchors)
-        logits = torch.cat(self._per_anchor([c[:1] for c in cls_scores], self.num_classes), dim=1).float()
-        deltas = torch.cat(self._per_anchor([d[:1] for d in bbox_preds], 4), dim=1).float()
-        boxes = delta_to_box(
-            anchors, deltas[0], self.coder_means, self.coder_stds, wh_ratio_clip=self.wh_ratio_clip
-        )
-        strides = torch.cat(
-            [torch.full((len(a),), float(s)) for a, s in zip(level_anchors, self.strides, strict=True)]
-        )
-        return PriorView(
-            centers=(anchors[:, :2] + anchors[:, 2:]) / 2,
-            strides=strides,
-            levels=torch.cat(
-                [torch.full((len(a),), i, dtype=torch.long) for i, a in enumerate(level_anchors)]
-            ),
-            level_sizes=sizes,
+        cls_first, reg_first = [c[:1] for c in cls_scores], [d[:1] for d in bbox_preds]
+        anchors = self._anchors(cls_first)
+        return build_prior_view(
+            strides=self.strides,
+            level_sizes=level_sizes(cls_first),
             per_location=self.num_anchors,
+            centers=(anchors[:, :2] + anchors[:, 2:]) / 2,
+            logits=concat_levels(cls_first, self.num_classes).float(),
+            boxes=self.decode(cls_first, reg_first).boxes,
             anchors=anchors,
-            logits=logits,
-            boxes=boxes[None],
         )
 
     # -------------------------------------------------------------------------------------- loss
@@ -167,7 +186,7 @@ class RetinaHead(nn.Module):
         self,
         cls_scores: list[torch.Tensor],
         bbox_preds: list[torch.Tensor],
-        targets: list[dict],
+        targets: Targets,
         *,
         epoch: int = 0,
     ) -> dict[str, torch.Tensor]:
@@ -183,16 +202,11 @@ class RetinaHead(nn.Module):
             ``{"loss", "loss_cls", "loss_bbox"}`` scalars: the components already weighted, ``loss``
             their sum (what to back-propagate).
         """
-        device = cls_scores[0].device
-        sizes = [tuple(c.shape[-2:]) for c in cls_scores]
-        level_anchors = multilevel_anchors(self.anchors, sizes, device=device)
-        anchors = torch.cat(level_anchors)  # (N, 4)
-        valid = self._valid_flags(targets, sizes, device)
-        gt_boxes, gt_labels, gt_mask = pad_targets(targets, device=device)
-        assign = self.assigner(anchors, gt_boxes, gt_labels, gt_mask, valid)
+        anchors = self._anchors(cls_scores)  # (N, 4)
+        assign, gt_boxes = self._assign(anchors, cls_scores, targets)
 
         positive = assign.positive  # (B, N)
-        label_weight = (assign.gt_index != -2).float()  # positives and negatives; ignored get 0
+        label_weight = (assign.gt_index != IGNORED).float()  # positives and negatives count
         # Upstream's avg_factor: every image counts at least one positive.
         avg_factor = positive.sum(dim=1).clamp(min=1).sum().float()
         pos_b, pos_n = positive.nonzero(as_tuple=True)
@@ -202,8 +216,8 @@ class RetinaHead(nn.Module):
 
         # Per level, as upstream sums: loss_l = Σ / (avg_factor + ε), then Σ over levels. The
         # batch is one tensor per level; only the 5 levels are looped.
-        logits = self._per_anchor(cls_scores, self.num_classes)
-        deltas = self._per_anchor(bbox_preds, 4)
+        logits = flatten_levels(cls_scores, self.num_classes)
+        deltas = flatten_levels(bbox_preds, 4)
         loss_cls = cls_scores[0].new_zeros((), dtype=torch.float32)
         loss_bbox = cls_scores[0].new_zeros((), dtype=torch.float32)
         start = 0
@@ -226,6 +240,27 @@ class RetinaHead(nn.Module):
 
     # ----------------------------------------------------------------------------------- predict
     @torch.no_grad()
+    def decode(self, cls_scores: list[torch.Tensor], bbox_preds: list[torch.Tensor]) -> Decoded:
+        """Every anchor of the batch: sigmoid scores (B, N, C) and DeltaXYWH-decoded boxes (B, N, 4)
+        xyxy input pixels (not clipped, not rescaled), levels strides ascending."""
+        scores = sigmoid_concat(cls_scores, self.num_classes)
+        boxes = delta_to_box(
+            self._anchors(cls_scores),
+            concat_levels(bbox_preds, 4).float(),
+            self.coder_means,
+            self.coder_stds,
+            wh_ratio_clip=self.wh_ratio_clip,
+        )
+        return Decoded(scores, boxes, tuple(h * w * self.num_anchors for h, w in level_sizes(cls_scores)))
+
+    def postprocess(self, decoded: Decoded, metas: list[dict], *, rescale: bool = True) -> Detections:
+        """Per level: the (anchor, class) pairs above ``score_thr``, the best ``nms_pre``; then clamp to
+        the meta's ``img_shape``, rescale by its ``scale_factor`` (sx, sy), drop empty boxes,
+        class-aware NMS, the best ``max_per_img`` (see
+        :func:`~odcli.models.heads.dense.postprocess_per_level`)."""
+        return postprocess_per_level(decoded, metas, self.nms, rescale=rescale)
+
+    @torch.no_grad()
     def predict(
         self,
         cls_scores: list[torch.Tensor],
@@ -233,38 +268,7 @@ class RetinaHead(nn.Module):
         metas: list[dict],
         *,
         rescale: bool = True,
-    ) -> list[dict[str, torch.Tensor]]:
-        """Detections per image: ``boxes`` (K, 4) xyxy, ``scores`` (K,), ``labels`` (K,).
-
-        Boxes are in original-image pixels if ``rescale`` (each meta's ``scale_factor`` (sx, sy)),
-        else input pixels. Per level: sigmoid, (anchor, class) pairs above ``score_thr``, the best
-        ``nms_pre``; then decode (clamped to the meta's ``img_shape``), rescale, drop empty boxes,
-        class-aware NMS, the best ``max_per_img``.
-        """
-        device = cls_scores[0].device
-        sizes = [tuple(c.shape[-2:]) for c in cls_scores]
-        level_anchors = multilevel_anchors(self.anchors, sizes, device=device)
-        level_scores = [s.float().sigmoid() for s in self._per_anchor(cls_scores, self.num_classes)]
-        level_deltas = [d.float() for d in self._per_anchor(bbox_preds, 4)]
-        results = []
-        for i, meta in enumerate(metas):  # NMS is per image by nature
-            scores, labels, deltas, anchors = [], [], [], []
-            for s, d, a in zip(level_scores, level_deltas, level_anchors, strict=True):
-                sc, lb, idx = select_topk(s[i], self.nms.score_thr, self.nms.nms_pre)
-                scores.append(sc)
-                labels.append(lb)
-                deltas.append(d[i][idx])
-                anchors.append(a[idx])
-            img_h, img_w = meta["img_shape"]
-            boxes = delta_to_box(
-                torch.cat(anchors),
-                torch.cat(deltas),
-                self.coder_means,
-                self.coder_stds,
-                max_shape=(int(img_h), int(img_w)),
-                wh_ratio_clip=self.wh_ratio_clip,
-            )
-            if rescale:
-                boxes = rescale_boxes(boxes, meta["scale_factor"])
-            results.append(finalize_detections(boxes, torch.cat(scores), torch.cat(labels), self.nms))
-        return results
+    ) -> Detections:
+        """Detections per image: ``boxes`` (K, 4) xyxy, ``scores`` (K,), ``labels`` (K,); boxes in
+        original-image pixels if ``rescale``, else input pixels."""
+        return self.postprocess(self.decode(cls_scores, bbox_preds), metas, rescale=rescale)

@@ -10,18 +10,26 @@ normalised by the sum of the matched IoUs over the batch (at least 1).
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from odcli.assigners.dynamic_soft_label import DynamicSoftLabelAssigner
+from odcli.assigners.result import AssignResult
 from odcli.assigners.view import PriorView
 from odcli.boxes.coders import distance_to_box
-from odcli.boxes.postprocess import NMSConfig, finalize_detections, rescale_boxes, select_topk
+from odcli.boxes.postprocess import NMSConfig
 from odcli.boxes.priors import multilevel_points
 from odcli.boxes.targets import pad_targets
 from odcli.losses import giou_loss, quality_focal_loss
+from odcli.models.dense_head import Decoded, Detections, Targets
+from odcli.models.heads.dense import (
+    build_prior_view,
+    concat_levels,
+    level_sizes,
+    postprocess_per_level,
+    prior_prob_bias,
+)
+from odcli.models.layers import DEFAULT_NORM, BatchNormConfig
 from odcli.runtime.distributed import all_reduce_mean
 
 
@@ -49,6 +57,7 @@ class RTMDetSepBNHead(nn.Module):
             (tiny, s) 0 makes the first boxes near-empty: positives overlap their GT by ~0.002 IoU,
             which is also their GIoU loss weight, so boxes barely learn at first; 1.0 starts every
             box one stride from its point on each side (what ``exp`` gives m/l/x at 0).
+        norm: settings of the per-level BatchNorms.
         assigner, cls_weight, bbox_weight, qfl_beta: training settings.
         nms: test-time post-processing settings.
     """
@@ -63,8 +72,7 @@ class RTMDetSepBNHead(nn.Module):
         strides: tuple[int, ...] = (8, 16, 32),
         exp_on_reg: bool = False,
         reg_bias_init: float = 0.0,
-        bn_eps: float = 1e-5,
-        bn_momentum: float = 0.1,
+        norm: BatchNormConfig = DEFAULT_NORM,
         assigner: DynamicSoftLabelAssigner,
         cls_weight: float = 1.0,
         bbox_weight: float = 2.0,
@@ -90,11 +98,7 @@ class RTMDetSepBNHead(nn.Module):
 
         def tower_norms() -> nn.ModuleList:
             return nn.ModuleList(
-                nn.ModuleList(
-                    nn.BatchNorm2d(feat_channels, eps=bn_eps, momentum=bn_momentum)
-                    for _ in range(stacked_convs)
-                )
-                for _ in self.strides
+                nn.ModuleList(norm.make(feat_channels) for _ in range(stacked_convs)) for _ in self.strides
             )
 
         self.cls_convs = tower_convs()
@@ -117,9 +121,8 @@ class RTMDetSepBNHead(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        prior_bias = -math.log((1 - 0.01) / 0.01)
         for conv in self.cls_preds:
-            nn.init.constant_(conv.bias, prior_bias)
+            nn.init.constant_(conv.bias, prior_prob_bias(0.01))
         for conv in self.reg_preds:
             nn.init.constant_(conv.bias, self.reg_bias_init)
 
@@ -151,36 +154,61 @@ class RTMDetSepBNHead(nn.Module):
             bbox_preds.append((reg.exp() if self.exp_on_reg else reg) * stride)
         return cls_scores, bbox_preds
 
-    # ----------------------------------------------------------------------------------- helpers
-    def _flatten(
+    # ------------------------------------------------------------------------------------ priors
+    def _points(self, maps: list[torch.Tensor], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """(N, 4) ``[x, y, stride, stride]`` pixels of every level's points, level-major."""
+        return torch.cat(
+            multilevel_points(level_sizes(maps), self.strides, device=maps[0].device, dtype=dtype)
+        )
+
+    def _training_view(
         self, cls_scores: list[torch.Tensor], bbox_preds: list[torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-level maps → logits (B, N, C), distances (B, N, 4), priors (N, 4), level-major."""
-        b = cls_scores[0].shape[0]
-        sizes = [tuple(c.shape[-2:]) for c in cls_scores]
-        priors = torch.cat(
-            multilevel_points(sizes, self.strides, device=cls_scores[0].device, dtype=cls_scores[0].dtype)
-        )
-        logits = torch.cat([c.permute(0, 2, 3, 1).reshape(b, -1, self.num_classes) for c in cls_scores], 1)
-        dists = torch.cat([d.permute(0, 2, 3, 1).reshape(b, -1, 4) for d in bbox_preds], 1)
-        return logits, dists, priors
+        """Float32 logits (B, N, C), decoded boxes (B, N, 4) xyxy pixels and priors (N, 4) for the loss."""
+        priors = self._points(cls_scores, dtype=cls_scores[0].dtype)
+        logits = concat_levels(cls_scores, self.num_classes).float()
+        boxes = distance_to_box(priors[None], concat_levels(bbox_preds, 4).float())
+        return logits, boxes, priors
+
+    def _assign(
+        self, logits: torch.Tensor, boxes: torch.Tensor, priors: torch.Tensor, targets: Targets
+    ) -> tuple[AssignResult, torch.Tensor]:
+        """Dynamic Soft Label assignment on the detached predictions → (result, padded GT boxes)."""
+        gt_boxes, gt_labels, gt_mask = pad_targets(targets, device=logits.device)
+        return self.assigner(logits.detach(), boxes.detach(), priors, gt_boxes, gt_labels, gt_mask), gt_boxes
+
+    @torch.no_grad()
+    def assign(
+        self,
+        cls_scores: list[torch.Tensor],
+        bbox_preds: list[torch.Tensor],
+        targets: Targets,
+        *,
+        epoch: int = 0,
+    ) -> AssignResult:
+        """The assignment :meth:`loss` trains with (B, N), priors level-major, strides ascending;
+        ``epoch`` unused (RTMDet's assigner does not change during training)."""
+        return self._assign(*self._training_view(cls_scores, bbox_preds), targets)[0]
 
     @torch.no_grad()
     def prior_view(self, cls_scores: list[torch.Tensor], bbox_preds: list[torch.Tensor]) -> PriorView:
-        """Priors and predictions of the first image, for running any assigner on them."""
-        from odcli.assigners.view import point_prior_view
-
-        logits, dists, priors = self._flatten([c[:1] for c in cls_scores], [d[:1] for d in bbox_preds])
-        sizes = [tuple(c.shape[-2:]) for c in cls_scores]
-        points = multilevel_points(sizes, self.strides, device=logits.device)
-        return point_prior_view(points, logits.float(), distance_to_box(priors[None], dists.float()), sizes)
+        """Points and predictions of the first image, for running any assigner on them."""
+        cls_first, reg_first = [c[:1] for c in cls_scores], [d[:1] for d in bbox_preds]
+        return build_prior_view(
+            strides=self.strides,
+            level_sizes=level_sizes(cls_first),
+            per_location=1,
+            centers=self._points(cls_first)[:, :2],
+            logits=concat_levels(cls_first, self.num_classes).float(),
+            boxes=self.decode(cls_first, reg_first).boxes,
+        )
 
     # -------------------------------------------------------------------------------------- loss
     def loss(
         self,
         cls_scores: list[torch.Tensor],
         bbox_preds: list[torch.Tensor],
-        targets: list[dict[str, torch.Tensor]],
+        targets: Targets,
         *,
         epoch: int = 0,
     ) -> dict[str, torch.Tensor]:
@@ -194,11 +222,8 @@ class RTMDetSepBNHead(nn.Module):
             ``{"loss", "loss_cls", "loss_bbox"}`` scalars: the components already weighted, ``loss``
             their sum (what to back-propagate).
         """
-        logits, dists, priors = self._flatten(cls_scores, bbox_preds)
-        logits = logits.float()
-        boxes = distance_to_box(priors[None], dists.float())  # (B, N, 4)
-        gt_boxes, gt_labels, gt_mask = pad_targets(targets, device=logits.device)
-        assign = self.assigner(logits.detach(), boxes.detach(), priors, gt_boxes, gt_labels, gt_mask)
+        logits, boxes, priors = self._training_view(cls_scores, bbox_preds)
+        assign, gt_boxes = self._assign(logits, boxes, priors, targets)
         pos = assign.positive  # (B, N)
 
         quality_target = torch.zeros_like(logits)
@@ -219,6 +244,20 @@ class RTMDetSepBNHead(nn.Module):
 
     # ----------------------------------------------------------------------------------- predict
     @torch.no_grad()
+    def decode(self, cls_scores: list[torch.Tensor], bbox_preds: list[torch.Tensor]) -> Decoded:
+        """Every point of the batch: sigmoid scores (B, N, C) and boxes (B, N, 4) xyxy input pixels
+        (point ± distances; not clipped, not rescaled), levels strides ascending."""
+        scores = concat_levels([c.float().sigmoid() for c in cls_scores], self.num_classes)
+        boxes = distance_to_box(self._points(cls_scores), concat_levels([d.float() for d in bbox_preds], 4))
+        return Decoded(scores, boxes, tuple(h * w for h, w in level_sizes(cls_scores)))
+
+    def postprocess(self, decoded: Decoded, metas: list[dict], *, rescale: bool = True) -> Detections:
+        """Per level: the (point, class) pairs above ``score_thr``, the best ``nms_pre``; then clip to
+        ``img_shape``, rescale, drop empty boxes, class-aware NMS (see
+        :func:`~odcli.models.heads.dense.postprocess_per_level`)."""
+        return postprocess_per_level(decoded, metas, self.nms, rescale=rescale)
+
+    @torch.no_grad()
     def predict(
         self,
         cls_scores: list[torch.Tensor],
@@ -226,33 +265,7 @@ class RTMDetSepBNHead(nn.Module):
         metas: list[dict],
         *,
         rescale: bool = True,
-    ) -> list[dict[str, torch.Tensor]]:
-        """Detections per image: ``boxes`` (K, 4) xyxy, ``scores`` (K,), ``labels`` (K,).
-
-        Boxes are in original-image pixels if ``rescale``, else input pixels.
-
-        Per level: sigmoid, keep (prior, class) pairs above ``score_thr``, the best ``nms_pre``;
-        then decode, clip to ``img_shape``, rescale, drop empty boxes, class-aware NMS.
-        """
-        b = cls_scores[0].shape[0]
-        sizes = [tuple(c.shape[-2:]) for c in cls_scores]
-        level_priors = multilevel_points(sizes, self.strides, device=cls_scores[0].device)
-        level_scores = [
-            c.float().sigmoid().permute(0, 2, 3, 1).reshape(b, -1, self.num_classes) for c in cls_scores
-        ]
-        level_dists = [d.float().permute(0, 2, 3, 1).reshape(b, -1, 4) for d in bbox_preds]
-        results = []
-        for i, meta in enumerate(metas):
-            scores, labels, dists, points = [], [], [], []
-            for s, d, p in zip(level_scores, level_dists, level_priors, strict=True):
-                sc, lb, idx = select_topk(s[i], self.nms.score_thr, self.nms.nms_pre)
-                scores.append(sc)
-                labels.append(lb)
-                dists.append(d[i][idx])
-                points.append(p[idx])
-            img_h, img_w = meta["img_shape"]
-            boxes = distance_to_box(torch.cat(points), torch.cat(dists), max_shape=(img_h, img_w))
-            if rescale:
-                boxes = rescale_boxes(boxes, meta["scale_factor"])
-            results.append(finalize_detections(boxes, torch.cat(scores), torch.cat(labels), self.nms))
-        return results
+    ) -> Detections:
+        """Detections per image: ``boxes`` (K, 4) xyxy, ``scores`` (K,), ``labels`` (K,); boxes in
+        original-image pixels if ``rescale``, else input pixels."""
+        return self.postprocess(self.decode(cls_scores, bbox_preds), metas, rescale=rescale)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from odcli.models.layers import ConvBNAct, CSPLayer
+from odcli.models.layers import DEFAULT_NORM, BatchNormConfig, ConvBNAct, CSPLayer
 
 
 class CSPNeXtPAFPN(nn.Module):
@@ -17,7 +17,8 @@ class CSPNeXtPAFPN(nn.Module):
     output is downsampled by a 3×3/2 conv, concatenated with the coarser top-down map and fused.
     A 3×3 conv then maps every level to ``out_channels``.
 
-    Input: 3 maps with ``in_channels`` (strides 8, 16, 32) → 3 maps with ``out_channels``.
+    Input: 3 maps with ``in_channels`` (strides 8, 16, 32) → 3 maps with ``out_channels``. ``norm``:
+    settings of every BatchNorm.
     """
 
     def __init__(
@@ -27,22 +28,22 @@ class CSPNeXtPAFPN(nn.Module):
         out_channels: int,
         num_csp_blocks: int,
         expand_ratio: float = 0.5,
-        bn_eps: float = 1e-5,
-        bn_momentum: float = 0.1,
+        norm: BatchNormConfig = DEFAULT_NORM,
     ) -> None:
         super().__init__()
-        bn = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
-        csp = {"num_blocks": num_csp_blocks, "expand_ratio": expand_ratio, "residual": False, **bn}
+        csp = {"num_blocks": num_csp_blocks, "expand_ratio": expand_ratio, "residual": False, "norm": norm}
         c = list(in_channels)
         n = len(c)
         # Index j of the top-down lists works on level n-1-j (coarsest first).
-        self.reduce_layers = nn.ModuleList(ConvBNAct(c[i], c[i - 1], 1, **bn) for i in range(n - 1, 0, -1))
+        self.reduce_layers = nn.ModuleList(
+            ConvBNAct(c[i], c[i - 1], 1, norm=norm) for i in range(n - 1, 0, -1)
+        )
         self.top_down_blocks = nn.ModuleList(
             CSPLayer(2 * c[i - 1], c[i - 1], **csp) for i in range(n - 1, 0, -1)
         )
-        self.downsamples = nn.ModuleList(ConvBNAct(c[i], c[i], 3, stride=2, **bn) for i in range(n - 1))
+        self.downsamples = nn.ModuleList(ConvBNAct(c[i], c[i], 3, stride=2, norm=norm) for i in range(n - 1))
         self.bottom_up_blocks = nn.ModuleList(CSPLayer(2 * c[i], c[i + 1], **csp) for i in range(n - 1))
-        self.out_convs = nn.ModuleList(ConvBNAct(c[i], out_channels, 3, **bn) for i in range(n))
+        self.out_convs = nn.ModuleList(ConvBNAct(c[i], out_channels, 3, norm=norm) for i in range(n))
 
     def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         n = len(feats)

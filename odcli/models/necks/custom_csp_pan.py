@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from odcli.models.backbones.cspresnet import RepResBlock, _paddle_default_init, scaled_channels
-from odcli.models.layers import ConvBNAct
+from odcli.models.backbones.cspresnet import RepResBlock, scaled_channels
+from odcli.models.layers import DEFAULT_NORM, BatchNormConfig, ConvBNAct, paddle_default_init
 
 
 class SPP(nn.Module):
@@ -36,12 +36,11 @@ class SPP(nn.Module):
         out_channels: int,
         *,
         kernel_sizes: tuple[int, ...] = (5, 9, 13),
-        bn_eps: float = 1e-5,
-        bn_momentum: float = 0.1,
+        norm: BatchNormConfig = DEFAULT_NORM,
     ) -> None:
         super().__init__()
         self.pools = nn.ModuleList(nn.MaxPool2d(k, stride=1, padding=k // 2) for k in kernel_sizes)
-        self.conv = ConvBNAct(in_channels, out_channels, 1, bn_eps=bn_eps, bn_momentum=bn_momentum)
+        self.conv = ConvBNAct(in_channels, out_channels, 1, norm=norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(torch.cat([x, *(pool(x) for pool in self.pools)], dim=1))
@@ -64,21 +63,19 @@ class CSPStage(nn.Module):
         *,
         spp: bool = False,
         deploy: bool = False,
-        bn_eps: float = 1e-5,
-        bn_momentum: float = 0.1,
+        norm: BatchNormConfig = DEFAULT_NORM,
     ) -> None:
         super().__init__()
-        bn = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
         mid = out_channels // 2
-        self.conv1 = ConvBNAct(in_channels, mid, 1, **bn)
-        self.conv2 = ConvBNAct(in_channels, mid, 1, **bn)
+        self.conv1 = ConvBNAct(in_channels, mid, 1, norm=norm)
+        self.conv2 = ConvBNAct(in_channels, mid, 1, norm=norm)
         blocks: list[tuple[str, nn.Module]] = []
         for i in range(num_blocks):
-            blocks.append((str(i), RepResBlock(mid, shortcut=False, deploy=deploy, **bn)))
+            blocks.append((str(i), RepResBlock(mid, shortcut=False, deploy=deploy, norm=norm)))
             if spp and i == (num_blocks - 1) // 2:
-                blocks.append(("spp", SPP(mid * 4, mid, **bn)))
+                blocks.append(("spp", SPP(mid * 4, mid, norm=norm)))
         self.convs = nn.Sequential(OrderedDict(blocks))
-        self.conv3 = ConvBNAct(mid * 2, out_channels, 1, **bn)
+        self.conv3 = ConvBNAct(mid * 2, out_channels, 1, norm=norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv3(torch.cat([self.conv1(x), self.convs(self.conv2(x))], dim=1))
@@ -96,6 +93,7 @@ class CustomCSPPAN(nn.Module):
         block_num: blocks per CSPStage before depth scaling (upstream 3).
         spp: SPP inside the coarsest FPN stage.
         deploy: build the RepVGG blocks re-parameterised.
+        norm: settings of every BatchNorm.
 
     ``forward`` takes and returns features with strides ascending; the outputs have
     :attr:`out_channels` (ascending order too).
@@ -112,11 +110,9 @@ class CustomCSPPAN(nn.Module):
         block_num: int = 3,
         spp: bool = True,
         deploy: bool = False,
-        bn_eps: float = 1e-5,
-        bn_momentum: float = 0.1,
+        norm: BatchNormConfig = DEFAULT_NORM,
     ) -> None:
         super().__init__()
-        bn = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
         outs = scaled_channels(list(out_channels), width_mult)  # coarsest first
         blocks = max(round(block_num * depth_mult), 1)
         ins = list(in_channels)[::-1]  # coarsest first, as upstream builds it
@@ -127,7 +123,7 @@ class CustomCSPPAN(nn.Module):
         def stage(cin: int, cout: int, with_spp: bool) -> nn.Sequential:
             return nn.Sequential(
                 *(
-                    CSPStage(cin if j == 0 else cout, cout, blocks, spp=with_spp, deploy=deploy, **bn)
+                    CSPStage(cin if j == 0 else cout, cout, blocks, spp=with_spp, deploy=deploy, norm=norm)
                     for j in range(stage_num)
                 )
             )
@@ -138,15 +134,15 @@ class CustomCSPPAN(nn.Module):
         for i, (cin, cout) in enumerate(zip(ins, outs, strict=True)):
             self.fpn_stages.append(stage(cin + (prev // 2 if i > 0 else 0), cout, spp and i == 0))
             if i < n - 1:
-                self.fpn_routes.append(ConvBNAct(cout, cout // 2, 1, **bn))
+                self.fpn_routes.append(ConvBNAct(cout, cout // 2, 1, norm=norm))
             prev = cout
         # Index i of the PAN lists joins FPN level i (coarse-first) with the down-sampled level i + 1.
         self.pan_stages = nn.ModuleList(stage(outs[i] + outs[i + 1], outs[i], False) for i in range(n - 1))
         self.pan_routes = nn.ModuleList(
-            ConvBNAct(outs[i + 1], outs[i + 1], 3, stride=2, **bn) for i in range(n - 1)
+            ConvBNAct(outs[i + 1], outs[i + 1], 3, stride=2, norm=norm) for i in range(n - 1)
         )
         self.out_channels = outs[::-1]
-        _paddle_default_init(self)
+        paddle_default_init(self)
 
     def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         """Backbone features (strides ascending) → neck features (strides ascending)."""

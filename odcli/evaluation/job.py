@@ -1,0 +1,251 @@
+"""``odet eval`` as one call: a recipe or checkpoint in, COCO metrics and the files they are written to out.
+
+:func:`evaluate_checkpoint` decides what to evaluate (a recipe with weights, or an odet checkpoint
+with the recipe it stores, both with ``--set`` overrides), on which data (the recipe's validation
+split unless an annotation file / image folder is given), runs the model over it
+(:func:`~odcli.evaluation.run.run_coco_eval`) and writes the detections (COCO results JSON) and
+the metrics beside them. Printing the tables is the caller's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from odcli.data.coco import CocoDetection
+from odcli.errors import OdetError
+from odcli.evaluation.report import EvalResult
+from odcli.evaluation.run import eval_transforms, run_coco_eval
+from odcli.inference.load import check_weights_path, checkpoint_sections, load_model
+from odcli.recipe import RECIPE_SUFFIXES, Recipe, load_recipe, parse_override, recipe_from_dict
+from odcli.runtime.paths import ensure_output_dir
+from odcli.weights.checkpoint import read_meta, write_json_atomic
+
+__all__ = ["EvalReport", "evaluate_checkpoint", "metrics_path_for"]
+
+
+@dataclass
+class EvalReport:
+    """What :func:`evaluate_checkpoint` measured and wrote.
+
+    Attributes:
+        metrics: the COCO numbers (``metrics.num_images`` images evaluated).
+        weights: the weights file evaluated.
+        arch: the model's zoo name.
+        ann_file, image_dir: the data it was evaluated on.
+        detections_path: the COCO results JSON written.
+        metrics_path: the metrics JSON written beside it.
+        seconds: wall time of the run (prediction and scoring).
+        device: where the model ran.
+    """
+
+    metrics: EvalResult
+    weights: Path
+    arch: str
+    ann_file: Path
+    image_dir: Path
+    detections_path: Path
+    metrics_path: Path
+    seconds: float
+    device: torch.device
+
+    @property
+    def ms_per_image(self) -> float:
+        return 1000 * self.seconds / max(1, self.metrics.num_images)
+
+
+def metrics_path_for(detections: Path) -> Path:
+    """Metrics JSON beside the detections: ``x_detections.json`` → ``x_metrics.json``, any other
+    ``x.json`` → ``x_metrics.json``."""
+    stem = detections.stem
+    stem = stem[: -len("detections")] + "metrics" if stem.endswith("detections") else f"{stem}_metrics"
+    return detections.with_name(stem + ".json")
+
+
+def _apply_overrides(sections: dict[str, dict[str, Any]], overrides: Sequence[str]) -> None:
+    """``--set section.key=value`` on a stored recipe (values are validated when it is rebuilt)."""
+    for text in overrides:
+        section, key, value = parse_override(text)
+        if section not in ("model", "data", "train"):
+            raise OdetError(f"unknown section {section!r} in --set {text}: use model., data. or train.")
+        sections.setdefault(section, {})[key] = value
+
+
+def _target_recipe(path: Path, weights: Path | None, overrides: Sequence[str]) -> tuple[Recipe, Path, bool]:
+    """(recipe, weights file, whether the recipe names a dataset) for a recipe or checkpoint TARGET."""
+    suffix = path.suffix.lower()
+    if suffix in RECIPE_SUFFIXES:
+        recipe = load_recipe(path, list(overrides))
+        if weights is None:
+            raise OdetError(
+                "evaluating a recipe needs weights: pass --weights FILE (or evaluate a checkpoint directly: "
+                "odet eval run/best.safetensors)"
+            )
+        check_weights_path(weights)
+        return recipe, weights, True
+    if suffix == ".safetensors":
+        if weights is not None:
+            raise OdetError(
+                f"{path.name} is already a checkpoint: drop --weights (or pass a recipe as TARGET)"
+            )
+        meta = read_meta(path)
+        sections = checkpoint_sections(meta, path, fix="evaluate it as: odet eval RECIPE --weights FILE")
+        _apply_overrides(sections, overrides)
+        recipe = recipe_from_dict(sections, name=path.stem)
+        if meta.get("recipe_path"):
+            # Relative data paths in the stored recipe were written relative to the recipe file.
+            recipe.path = Path(meta["recipe_path"]).expanduser().resolve()
+        return recipe, path, "data" in sections
+    if suffix in (".pth", ".pt", ".ckpt"):
+        raise OdetError(
+            f"{path.name} is an upstream checkpoint: convert it first "
+            f"(odet convert-weights {path.name} model.safetensors --arch ...) or pass a recipe with --weights"
+        )
+    raise OdetError(
+        f"TARGET must be a recipe (.yaml/.yml/.toml) or an odet checkpoint (.safetensors): {path}"
+    )
+
+
+def _eval_dataset(
+    recipe: Recipe, *, ann: Path | None, images: Path | None, has_data: bool, target: Path
+) -> CocoDetection:
+    """The dataset to evaluate on (no transforms yet): ``ann`` / ``images`` where given, the rest
+    from the recipe's validation split."""
+    from odcli.data.datasets import build_dataset
+
+    if not has_data and (ann is None or images is None):
+        raise OdetError(
+            f"{target.name} stores no dataset: pass --ann FILE.json and --images DIR (or --set data.root=DIR)"
+        )
+    return build_dataset(recipe.data, recipe.data_root, "val", ann=ann, images=images)
+
+
+def _model_cat_ids(
+    meta: dict[str, Any], dataset: CocoDetection, num_classes: int, ann_file: Path
+) -> list[int]:
+    """COCO category id of each model label: the checkpoint's own list, else the dataset's."""
+    stored = meta.get("cat_ids")
+    if isinstance(stored, list) and len(stored) == num_classes:
+        return [int(c) for c in stored]
+    if len(dataset.cat_ids) == num_classes:
+        return list(dataset.cat_ids)
+    raise OdetError(
+        f"the model predicts {num_classes} classes but {ann_file.name} has {len(dataset.cat_ids)} "
+        "categories; evaluate on annotations with the model's classes"
+    )
+
+
+def evaluate_checkpoint(
+    target: str | Path,
+    *,
+    weights: Path | None = None,
+    overrides: Sequence[str] = (),
+    ann: Path | None = None,
+    images: Path | None = None,
+    batch_size: int = 8,
+    device: str = "auto",
+    out: Path | None = None,
+    max_images: int | None = None,
+    workers: int = 2,
+    console: Console | None = None,
+    progress: bool = True,
+) -> EvalReport:
+    """Evaluate a recipe + weights, or an odet checkpoint, on a COCO-format dataset.
+
+    Args:
+        target: a recipe (``.yaml``/``.yml``/``.toml``, needs ``weights``) or an odet ``.safetensors``
+            checkpoint (its stored recipe gives the model and, if stored, the dataset).
+        weights: the weights to evaluate when ``target`` is a recipe (``.safetensors``, ``.pth``,
+            ``.pdparams``).
+        overrides: ``section.key=value`` recipe overrides (``--set``).
+        ann, images: a COCO annotation file / image directory instead of the recipe's validation split.
+        batch_size: images per forward pass.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        out: detections JSON to write (default ``<checkpoint>_detections.json`` beside an odet
+            checkpoint, else ``runs/eval/detections.json``); the metrics go beside it
+            (:func:`metrics_path_for`).
+        max_images: evaluate only the first this many images.
+        workers: data-loading worker processes.
+        console: where the one-line header and the progress bar go (None: nowhere).
+        progress: show a progress bar on ``console``.
+
+    Raises:
+        OdetError: a target, weights file, dataset or output location that cannot be used.
+    """
+    path = Path(target).expanduser()
+    if not path.is_file():
+        raise OdetError(
+            f"TARGET not found: {target} (give a recipe .yaml/.toml or an odet .safetensors checkpoint)"
+        )
+    recipe, weights, has_data = _target_recipe(path, weights, overrides)
+    dataset = _eval_dataset(recipe, ann=ann, images=images, has_data=has_data, target=path)
+    ann_file, image_dir = Path(dataset.ann_file), Path(dataset.image_dir)
+    if out is None:
+        out = (
+            weights.with_name(f"{weights.stem}_detections.json")
+            if weights.suffix == ".safetensors"
+            else Path("runs/eval/detections.json")
+        )
+    ensure_output_dir(out.parent)
+
+    loaded = load_model(weights, config=recipe.model, device=device)
+    model = loaded.model
+    dataset.transforms = eval_transforms(model)
+    n_eval = len(dataset) if max_images is None else min(max_images, len(dataset))
+    # A missing file would otherwise surface minutes in, from inside a loader worker.
+    missing = [p for p in (dataset.image_path(i) for i in range(n_eval)) if not p.is_file()]
+    if missing:
+        raise OdetError(
+            f"{len(missing)} of {n_eval} images listed in {ann_file.name} are missing from {image_dir} "
+            f"(e.g. {missing[0].name}); check --images / data.val_images"
+        )
+    cat_ids = _model_cat_ids(loaded.meta, dataset, model.num_classes, ann_file)
+
+    if console is not None:
+        console.print(
+            f"[bold]eval[/] {weights} ({model.arch}) on {ann_file} — {n_eval} images, device {loaded.device}"
+        )
+    start = time.perf_counter()
+    metrics, results = run_coco_eval(
+        model,
+        dataset,
+        batch_size=batch_size,
+        num_workers=workers,
+        device=loaded.device,
+        cat_ids=cat_ids,
+        progress=progress and console is not None,
+        max_images=max_images,
+        console=console,
+    )
+    seconds = time.perf_counter() - start
+    metrics_path = metrics_path_for(out)
+    write_json_atomic(out, results)
+    write_json_atomic(
+        metrics_path,
+        {
+            "weights": str(weights),
+            "arch": model.arch,
+            "ann_file": str(ann_file),
+            "image_dir": str(image_dir),
+            "detections_file": str(out),
+            "seconds": round(seconds, 3),
+            **metrics.to_dict(),
+        },
+    )
+    return EvalReport(
+        metrics=metrics,
+        weights=weights,
+        arch=model.arch,
+        ann_file=ann_file,
+        image_dir=image_dir,
+        detections_path=out,
+        metrics_path=metrics_path,
+        seconds=seconds,
+        device=loaded.device,
+    )
