@@ -121,8 +121,8 @@ def test_ctrl_c_after_tee_died_saves_once_and_the_printed_command_finishes_the_r
     )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     records = _epochs(run_dir)
-    assert records[-1]["epoch"] == EPOCHS  # not the recipe's 180
-    assert [r["epoch"] for r in records if "mAP" in r] == [3, 6]  # the run's eval_interval, not 50
+    assert records[-1]["epoch"] == EPOCHS  # not the recipe's 240
+    assert [r["epoch"] for r in records if "mAP" in r] == [3, 6]  # the run's eval_interval, not 60
 
 
 def test_set_on_resume_changes_only_what_it_names(tmp_path: Path) -> None:
@@ -132,7 +132,7 @@ def test_set_on_resume_changes_only_what_it_names(tmp_path: Path) -> None:
         _odet(*first, "--run-dir", str(run_dir)), cwd=tmp_path, env=ENV, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
-    # Resume with no --set at all (the recipe file says 180 epochs and 64 → 320 px): nothing changes
+    # Resume with no --set at all (the recipe file says 240 epochs and 64 → 320 px): nothing changes
     # but what is named; here one more epoch with another eval interval.
     again = subprocess.run(
         _odet("train", str(DEMO), "--resume", "--run-dir", str(run_dir), "--set", "train.epochs=2",
@@ -143,7 +143,7 @@ def test_set_on_resume_changes_only_what_it_names(tmp_path: Path) -> None:
     assert again.returncode == 0, out
     flat = " ".join(out.split())
     assert "--set train.epochs=2 on resume: was 1" in flat
-    assert "--set train.eval_interval=1 on resume: was 50" in flat
+    assert "--set train.eval_interval=1 on resume: was 60" in flat
     assert "model.test_scale" in flat and "the run's own settings" in flat  # the file differs; not used
     stored = (run_dir / "recipe.yaml").read_text()
     assert "- 64" in stored and "epochs: 2" in stored  # 64 px kept from the run, epochs as named
