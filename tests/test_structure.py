@@ -22,6 +22,7 @@ LAYERS: list[set[str]] = [
     {"data"},
     {"weights"},
     {"inference"},
+    {"export"},
     {"evaluation"},
     {"engine"},
     {"viz"},
