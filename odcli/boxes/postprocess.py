@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torchvision.ops import batched_nms
+
+from odcli.boxes.nms import GreedyNMS
+from odcli.boxes.ranking import capped_candidates, visit_candidates
 
 
 @dataclass(frozen=True)
@@ -35,17 +37,15 @@ def select_topk(
     """Flatten (N, C) scores prior-major, keep those > ``score_thr``, then the best ``k``.
 
     One prior can contribute several (prior, class) pairs. Returns (scores (K,), labels (K,),
-    prior indices (K,)), best first.
-
-    Upstream thresholds first and then sorts every surviving pair; the same ``k`` best come out of
-    one partial ``topk`` over all pairs followed by the threshold. That skips compacting and
-    sorting up to N·C pairs — an untrained or low-threshold model keeps all of them (RTMDet at 640:
-    512,000 per level, ~17 ms of sorting per image on 2 CPU cores).
+    prior indices (K,)), best first, ties in flattened order — what upstream's threshold followed by a
+    stable sort of every surviving pair gives, without sorting more than the ``k`` chosen
+    (:func:`~odcli.boxes.ranking.capped_candidates`). The post-processing itself never builds this
+    list (:func:`per_level_nms` visits the pairs lazily); it is the definition, for callers and tests.
     """
     flat = scores.reshape(-1)
-    top, pos = flat.topk(min(k, flat.numel()))  # sorted, best first
-    keep = top > score_thr
-    top, pos = top[keep], pos[keep]
+    keys = capped_candidates(flat, score_thr, k).nonzero()[:, 0]
+    top, order = flat[keys].sort(descending=True, stable=True)
+    pos = keys[order]
     num_classes = scores.shape[1]
     return top, pos % num_classes, pos // num_classes
 
@@ -66,51 +66,187 @@ def rescale_boxes(
     return boxes * inv
 
 
-def finalize_detections(
-    boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, cfg: NMSConfig
-) -> dict[str, torch.Tensor]:
-    """Drop boxes not larger than ``min_bbox_size``, run class-aware NMS, keep ``max_per_img``.
+def _empty(boxes: torch.Tensor, scores: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {
+        "boxes": boxes.new_zeros((0, 4)),
+        "scores": scores.new_zeros((0,)),
+        "labels": torch.zeros(0, dtype=torch.long, device=scores.device),
+    }
+
+
+def _starts(counts: list[int]) -> list[int]:
+    """The first index of each of consecutive runs of ``counts``."""
+    return [sum(counts[:i]) for i in range(len(counts))]
+
+
+def _keep_count(cfg: NMSConfig, max_dets: int | None) -> int:
+    """Detections to keep: ``max_per_img``, or fewer when the caller shows fewer (the first
+    ``max_dets`` of the best ``max_per_img`` are the first ``max_dets`` kept)."""
+    return cfg.max_per_img if max_dets is None else min(cfg.max_per_img, max_dets)
+
+
+def _reach(boxes: torch.Tensor) -> torch.Tensor:
+    """(N,) each box's largest coordinate (three small ops rather than one reduction that a
+    (N, 4) tensor of 8400 boxes would already hand to a second thread)."""
+    return torch.maximum(torch.maximum(boxes[:, 0], boxes[:, 1]), torch.maximum(boxes[:, 2], boxes[:, 3]))
+
+
+def _largest_coordinate(
+    scores: torch.Tensor,
+    boxes: torch.Tensor,
+    usable: torch.Tensor,
+    best: torch.Tensor,
+    level_counts: list[int],
+    cfg: NMSConfig,
+    capped: torch.Tensor,
+) -> torch.Tensor | None:
+    """The largest coordinate of the candidate boxes (mmcv's ``boxes.max()``), None without any.
 
     Args:
-        boxes: (K, 4) xyxy; scores: (K,); labels: (K,) long.
-    Returns:
-        ``{"boxes": (M, 4), "scores": (M,), "labels": (M,)}`` sorted by score, descending.
+        scores: (N, C); boxes: (N, 4) final; usable: (N,) priors with a valid box and a pair above
+            ``score_thr``; best: (N,) each prior's best score;
+            capped: (L,) levels with more than ``nms_pre`` pairs above ``score_thr``.
+
+    Only candidates count, and on a capped level knowing them means a top-k. Avoided in the usual
+    case: the largest coordinate of the usable priors bounds it from above, and is it as soon as
+    one prior reaching it is a candidate — which a prior is iff its best pair (lowest key among its
+    best) ranks below ``nms_pre`` on its level.
     """
-    w = boxes[:, 2] - boxes[:, 0]
-    h = boxes[:, 3] - boxes[:, 1]
-    ok = (w > cfg.min_bbox_size) & (h > cfg.min_bbox_size)
-    boxes, scores, labels = boxes[ok], scores[ok], labels[ok]
-    if boxes.numel() == 0:
-        return {"boxes": boxes.reshape(0, 4), "scores": scores, "labels": labels}
-    keep = batched_nms(boxes, scores, labels, cfg.iou_thr)[: cfg.max_per_img]
-    return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
+    if not bool(usable.any()):
+        return None
+    num_classes = scores.shape[1]
+    reach = _reach(boxes)
+    bound = reach[usable].max()
+    attains = usable & (reach == bound)
+    start = 0
+    for level, count in enumerate(level_counts):
+        at = attains[start : start + count].nonzero()[:, 0]
+        if at.numel():
+            if not bool(capped[level]):
+                return bound
+            pick = int(best[start + at].argmax())  # the first maximum: the lowest prior
+            prior = start + int(at[pick])
+            score = best[prior]
+            key = (prior - start) * num_classes + int(scores[prior].argmax())  # argmax: the lowest class
+            pairs = scores[start : start + count].reshape(-1)
+            if int((pairs >= score).sum()) <= cfg.nms_pre:  # one pass settles it, ties or not
+                return bound
+            if int((pairs > score).sum()) + int((pairs[:key] == score).sum()) < cfg.nms_pre:
+                return bound
+        start += count
+    largest = None  # no prior at the bound is a candidate (rare): find the candidates
+    start = 0
+    for level, count in enumerate(level_counts):
+        chosen = usable[start : start + count]
+        if bool(capped[level]):
+            pairs = scores[start : start + count].reshape(-1)
+            top = capped_candidates(pairs, cfg.score_thr, cfg.nms_pre)
+            chosen = chosen & top.view(count, num_classes).any(dim=1)
+        if bool(chosen.any()):
+            level_max = reach[start : start + count][chosen].max()
+            largest = level_max if largest is None else torch.maximum(largest, level_max)
+        start += count
+    return largest
 
 
-def multiclass_nms(boxes: torch.Tensor, scores: torch.Tensor, cfg: NMSConfig) -> dict[str, torch.Tensor]:
-    """PaddleDetection's ``MultiClassNMS`` (PP-YOLOE) for one image, vectorised over classes.
+def per_level_nms(
+    scores: torch.Tensor,
+    boxes: torch.Tensor,
+    level_counts: tuple[int, ...],
+    cfg: NMSConfig,
+    *,
+    min_score: float | None = None,
+    max_dets: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """MMDetection's candidates and class-aware NMS for one image, exactly as upstream computes them.
 
-    Per class: scores strictly above ``cfg.score_thr``, the best ``cfg.nms_pre`` of them (upstream
-    ``nms_top_k``: per *class*, not per level), NMS at ``cfg.iou_thr`` (suppress when IoU > thr, no
-    +1 in the areas); then the best ``cfg.max_per_img`` over all classes (``keep_top_k``). No box
-    size filter.
+    Upstream: per level the (prior, class) pairs above ``score_thr``, sorted, the first ``nms_pre``;
+    boxes not larger than ``min_bbox_size`` dropped; then mmcv's ``batched_nms``, which separates the
+    classes by shifting every box by ``label × (largest coordinate + 1)`` in float32 and runs the
+    greedy kernel on the shifted boxes; the first ``max_per_img``. Here the pairs are visited best
+    first (:func:`~odcli.boxes.ranking.visit_candidates`) and the greedy NMS, on the same shifted
+    float32 boxes, stops after ``max_per_img`` kept boxes (:class:`~odcli.boxes.nms.GreedyNMS`).
+
+    Args:
+        scores: (N, C) probabilities, priors level-major (``level_counts`` per level).
+        boxes: (N, 4) xyxy, already clipped and rescaled (every prior: both are elementwise).
+        min_score: keep only detections scoring at least this — the same as filtering the full
+            result, as a pair is only ever suppressed by a better one.
+        max_dets: keep at most this many (the best).
+    Returns:
+        ``{"boxes": (K, 4), "scores": (K,), "labels": (K,)}``, best first (ties: lower key).
+    """
+    counts = list(level_counts)
+    best = scores.amax(dim=1)
+    capped = torch.stack([(part > cfg.score_thr).sum() for part in scores.split(counts)]) > cfg.nms_pre
+    valid = (boxes[:, 2] - boxes[:, 0] > cfg.min_bbox_size) & (boxes[:, 3] - boxes[:, 1] > cfg.min_bbox_size)
+    usable = valid & (best > cfg.score_thr)
+    largest = _largest_coordinate(scores, boxes, usable, best, counts, cfg, capped)
+    if largest is None:
+        return _empty(boxes, scores)
+    unit = largest + torch.tensor(1).to(boxes)  # mmcv's offset step, in the boxes' dtype
+    nms = GreedyNMS(cfg.iou_thr, _keep_count(cfg, max_dets))
+    for prior, label, value in visit_candidates(
+        scores,
+        best,
+        score_thr=cfg.score_thr,
+        cap=cfg.nms_pre,
+        capped=capped,
+        level_starts=_starts(counts),
+        min_score=min_score,
+        first=max(2 * nms.max_keep, 128),
+    ):
+        ok = valid[prior]
+        prior, label, value = prior[ok], label[ok], value[ok]
+        nms.feed(boxes[prior] + (label.to(boxes) * unit)[:, None], label, prior * scores.shape[1] + label)
+        if nms.done:
+            break
+    kept = nms.kept().to(scores.device)
+    prior, label = kept // scores.shape[1], kept % scores.shape[1]
+    return {"boxes": boxes[prior], "scores": scores[prior, label], "labels": label}
+
+
+def multiclass_nms(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    cfg: NMSConfig,
+    *,
+    min_score: float | None = None,
+    max_dets: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """PaddleDetection's ``MultiClassNMS`` (PP-YOLOE) for one image, exactly as upstream computes it.
+
+    Upstream, per class: scores strictly above ``cfg.score_thr``, stably sorted, the first
+    ``cfg.nms_pre`` (``nms_top_k``: per *class*; ≤ 0 keeps all), greedy NMS on the unshifted float32
+    boxes (keep a box iff its IoU with every kept one is ≤ ``iou_thr``, no +1 in the areas); then the
+    best ``cfg.max_per_img`` over all classes (``keep_top_k``, stable: ties by class, then prior).
+    No box size filter. Here the classes' candidates are visited together best first, classes masked
+    apart, and the NMS stops after ``max_per_img`` kept boxes (see :func:`per_level_nms`).
 
     Args:
         boxes: (N, 4) xyxy, shared by all classes.
         scores: (N, C) probabilities.
+        min_score / max_dets: as in :func:`per_level_nms`.
     Returns:
         ``{"boxes": (M, 4), "scores": (M,), "labels": (M,)}`` sorted by score, descending.
     """
-    n, num_classes = scores.shape
-    per_class = scores.t()  # (C, N)
-    k = min(cfg.nms_pre, n) if cfg.nms_pre > 0 else n
-    top_scores, top_idx = per_class.topk(k, dim=1)  # (C, k), best first
-    keep = top_scores > cfg.score_thr
-    cls = torch.arange(num_classes, device=scores.device)[:, None].expand(-1, k)
-    cand_scores, cand_idx, cand_labels = top_scores[keep], top_idx[keep], cls[keep]
-    cand_boxes = boxes[cand_idx]
-    if cand_scores.numel() == 0:
-        return {"boxes": boxes.new_zeros((0, 4)), "scores": cand_scores, "labels": cand_labels}
-    # float64: batched_nms separates classes by offsetting boxes by label × (max coordinate + 1); in
-    # float32 those offsets (~10⁵ px) would round the coordinates and move IoUs near the threshold.
-    kept = batched_nms(cand_boxes.double(), cand_scores.double(), cand_labels, cfg.iou_thr)[: cfg.max_per_img]
-    return {"boxes": cand_boxes[kept], "scores": cand_scores[kept], "labels": cand_labels[kept]}
+    n = scores.shape[0]
+    cap = cfg.nms_pre if cfg.nms_pre > 0 else n
+    capped = (scores > cfg.score_thr).sum(dim=0) > cap
+    nms_boxes = boxes.float()  # upstream's kernel runs in float32
+    nms = GreedyNMS(cfg.iou_thr, _keep_count(cfg, max_dets), nan_suppresses=True)
+    for prior, label, _ in visit_candidates(
+        scores,
+        scores.amax(dim=1),
+        score_thr=cfg.score_thr,
+        cap=cap,
+        capped=capped,
+        min_score=min_score,
+        first=max(2 * nms.max_keep, 128),
+    ):
+        nms.feed(nms_boxes[prior], label, label * n + prior)
+        if nms.done:
+            break
+    kept = nms.kept().to(scores.device)
+    prior, label = kept % n, kept // n
+    return {"boxes": boxes[prior], "scores": scores[prior, label], "labels": label}

@@ -37,12 +37,20 @@ __all__ = [
 @dataclass(frozen=True)
 class DetectionSettings:
     """How detections become output: ``classes`` / ``cat_ids`` name each label, detections scoring at
-    least ``score_thr`` are kept, and boxes are clipped to the image unless ``raw_boxes``."""
+    least ``score_thr`` are kept — of the model's best ``max_dets`` per image (None: all it returns)
+    —, and boxes are clipped to the image unless ``raw_boxes``. Both limits go to the
+    post-processing, which then spends no time on detections that would be dropped here."""
 
     classes: Sequence[str]
     cat_ids: Sequence[int]
     score_thr: float = 0.0
     raw_boxes: bool = False
+    max_dets: int | None = None
+
+    def limits(self) -> dict[str, Any]:
+        """The ``min_score`` / ``max_dets`` keywords of :meth:`~odcli.inference.predictor.Predictor.__call__`
+        that ask the post-processing for these detections only."""
+        return {"min_score": self.score_thr if self.score_thr > 0 else None, "max_dets": self.max_dets}
 
 
 @dataclass
@@ -121,7 +129,8 @@ def detect_images(
             good.append((path, img))
         if good:
             t0 = time.perf_counter()
-            dets = predictor([img for _, img in good])  # CPU tensors: the copy back also waits for the GPU
+            # CPU tensors: the copy back also waits for the GPU
+            dets = predictor([img for _, img in good], **settings.limits())
             batch.model_seconds = time.perf_counter() - t0
             for (path, img), det in zip(good, dets, strict=True):
                 kept = _kept(det, img.shape[0], img.shape[1], settings)
@@ -163,7 +172,7 @@ def detect_frames(
         h, w = frame.image.shape[:2]
         warning = tiny_image_warning(h, w, stride, name) if count == 0 else None
         t0 = time.perf_counter()
-        det = predictor([frame.image])[0]
+        det = predictor([frame.image], **settings.limits())[0]
         seconds = time.perf_counter() - t0
         kept = _kept(det, h, w, settings)
         record = frame_record(

@@ -9,8 +9,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from odcli.data.loader import collate, prepare_batch
-from odcli.data.transforms import Sample, build_test_transforms
+from odcli.data.collate import collate
+from odcli.data.normalize import prepare_batch
+from odcli.data.pipelines import build_test_transforms
+from odcli.data.sample import Sample, image_sample
 from odcli.models.detector import Detector
 
 
@@ -39,37 +41,48 @@ class Predictor:
 
     def prepare(self, img: np.ndarray, *, file_name: str = "", image_id: int = 0) -> Sample:
         """Apply the test pipeline to one (H, W, 3) uint8 BGR image."""
-        h, w = img.shape[:2]
-        sample: Sample = {
-            "img": img,
-            "boxes": np.zeros((0, 4), np.float32),
-            "labels": np.zeros((0,), np.int64),
-            "image_id": image_id,
-            "file_name": file_name,
-            "ori_shape": (h, w),
-            "img_shape": (h, w),
-            "pad_shape": (h, w),
-            "scale_factor": (1.0, 1.0),
-        }
-        return self.transforms(sample)
+        return self.transforms(image_sample(img, file_name=file_name, image_id=image_id))
 
     @torch.no_grad()
-    def predict_samples(self, samples: list[Sample]) -> list[dict[str, torch.Tensor]]:
-        """Detections (CPU tensors) for already-prepared samples, one forward pass."""
+    def predict_samples(
+        self, samples: list[Sample], *, min_score: float | None = None, max_dets: int | None = None
+    ) -> list[dict[str, torch.Tensor]]:
+        """Detections (CPU tensors) for already-prepared samples, one forward pass.
+
+        ``min_score`` / ``max_dets``: what the caller will show — detections scoring at least
+        ``min_score``, at most ``max_dets`` per image. Post-processing then stops there, and returns
+        exactly those detections of the full result (see :func:`odcli.boxes.postprocess.per_level_nms`).
+        """
         spec = self.model.input_spec
         images, _, metas = collate(samples, pad_value=int(spec.pad_value), size_divisor=spec.size_divisor)
         # In the parameters' dtype: a half-precision model (``odet profile --dtype fp16``) takes half inputs.
         batch = prepare_batch(images, metas, spec, self.device).to(self.dtype)
-        dets = self.model.predict(batch.contiguous(memory_format=torch.channels_last), metas)
+        floor = self._floor(min_score)
+        decoded = self.model.decode(batch.contiguous(memory_format=torch.channels_last))
+        dets = self.model.head.postprocess(decoded, metas, min_score=floor, max_dets=max_dets)
         out = []
         for det in dets:
             keep = det["scores"] > self.score_thr
             out.append({k: v[keep].cpu() for k, v in det.items()})
         return out
 
-    def __call__(self, images: list[np.ndarray]) -> list[dict[str, torch.Tensor]]:
-        """Detections for raw BGR images: ``boxes`` (K, 4) xyxy original pixels, ``scores``, ``labels``."""
-        return self.predict_samples([self.prepare(img) for img in images])
+    def _floor(self, min_score: float | None) -> float | None:
+        """The lowest score a returned detection can have: ``min_score`` and this predictor's own
+        strict ``score_thr`` (as "at least the next float32 above it"), whichever is higher."""
+        floors = [min_score] if min_score is not None else []
+        if self.score_thr > 0:
+            above = torch.nextafter(torch.tensor(self.score_thr), torch.tensor(float("inf")))
+            floors.append(float(above))
+        return max(floors) if floors else None
+
+    def __call__(
+        self, images: list[np.ndarray], *, min_score: float | None = None, max_dets: int | None = None
+    ) -> list[dict[str, torch.Tensor]]:
+        """Detections for raw BGR images: ``boxes`` (K, 4) xyxy original pixels, ``scores``, ``labels``
+        (``min_score`` / ``max_dets``: see :meth:`predict_samples`)."""
+        return self.predict_samples(
+            [self.prepare(img) for img in images], min_score=min_score, max_dets=max_dets
+        )
 
 
 #: An image whose shorter side spans fewer than this many cells of the finest feature level holds

@@ -15,7 +15,7 @@ import torch
 
 from odcli.assigners.view import PriorView
 from odcli.boxes.coders import clip_boxes
-from odcli.boxes.postprocess import NMSConfig, finalize_detections, multiclass_nms, rescale_boxes, select_topk
+from odcli.boxes.postprocess import NMSConfig, multiclass_nms, per_level_nms, rescale_boxes
 from odcli.models.dense_head import Decoded, Detections
 
 
@@ -103,47 +103,59 @@ def build_prior_view(
 
 
 def postprocess_per_level(
-    decoded: Decoded, metas: list[dict], cfg: NMSConfig, *, rescale: bool = True
+    decoded: Decoded,
+    metas: list[dict],
+    cfg: NMSConfig,
+    *,
+    rescale: bool = True,
+    min_score: float | None = None,
+    max_dets: int | None = None,
 ) -> Detections:
     """MMDetection's test-time post-processing (RTMDet, RetinaNet), image by image.
 
     On each level, the (prior, class) pairs scoring above ``cfg.score_thr``, the best
-    ``cfg.nms_pre`` (:func:`~odcli.boxes.postprocess.select_topk`); the levels concatenated; boxes
-    clamped to the meta's ``img_shape``, with ``rescale`` multiplied by 1 / ``scale_factor``
-    (original pixels); boxes not larger than ``min_bbox_size`` dropped; class-aware NMS; the best
-    ``max_per_img`` (:func:`~odcli.boxes.postprocess.finalize_detections`). Clamping and rescaling
-    are elementwise, so decoding every prior first gives the numbers of decoding only the kept ones.
+    ``cfg.nms_pre``; the levels concatenated; boxes clamped to the meta's ``img_shape``, with
+    ``rescale`` multiplied by 1 / ``scale_factor`` (original pixels); boxes not larger than
+    ``min_bbox_size`` dropped; class-aware NMS; the best ``max_per_img``
+    (:func:`~odcli.boxes.postprocess.per_level_nms`). Clamping and rescaling are elementwise, so
+    doing them for every prior gives the numbers of doing them for the kept ones only.
+
+    ``min_score`` / ``max_dets``: only the detections a caller shows — those scoring at least
+    ``min_score``, at most ``max_dets`` — exactly the ones the full result holds (see
+    :func:`~odcli.boxes.postprocess.per_level_nms`), for less work.
     """
-    counts = list(decoded.level_counts)
     results = []
     for i, meta in enumerate(metas):  # NMS is per image by nature
-        scores, labels, boxes = [], [], []
-        for level_scores, level_boxes in zip(
-            decoded.scores[i].split(counts), decoded.boxes[i].split(counts), strict=True
-        ):
-            top, top_labels, idx = select_topk(level_scores, cfg.score_thr, cfg.nms_pre)
-            scores.append(top)
-            labels.append(top_labels)
-            boxes.append(level_boxes[idx])
         img_h, img_w = meta["img_shape"]
-        kept = clip_boxes(torch.cat(boxes), (int(img_h), int(img_w)))
+        boxes = clip_boxes(decoded.boxes[i].clone(), (int(img_h), int(img_w)))
         if rescale:
-            kept = rescale_boxes(kept, meta["scale_factor"])
-        results.append(finalize_detections(kept, torch.cat(scores), torch.cat(labels), cfg))
+            boxes = rescale_boxes(boxes, meta["scale_factor"])
+        results.append(
+            per_level_nms(
+                decoded.scores[i], boxes, decoded.level_counts, cfg, min_score=min_score, max_dets=max_dets
+            )
+        )
     return results
 
 
 def postprocess_per_class(
-    decoded: Decoded, metas: list[dict], cfg: NMSConfig, *, rescale: bool = True
+    decoded: Decoded,
+    metas: list[dict],
+    cfg: NMSConfig,
+    *,
+    rescale: bool = True,
+    min_score: float | None = None,
+    max_dets: int | None = None,
 ) -> Detections:
     """PaddleDetection's post-processing (PP-YOLOE), image by image: with ``rescale`` the boxes
     divided by the meta's ``scale_factor`` (not clipped: upstream does not clip), then
     :func:`~odcli.boxes.postprocess.multiclass_nms` (per class: ``score_thr``, the best ``nms_pre``,
-    NMS; then the best ``max_per_img``)."""
+    NMS; then the best ``max_per_img``); ``min_score`` / ``max_dets`` as in
+    :func:`postprocess_per_level`."""
     results = []
     for i, meta in enumerate(metas):
         boxes = decoded.boxes[i]
         if rescale:
             boxes = rescale_boxes(boxes, meta["scale_factor"], divide=True)
-        results.append(multiclass_nms(boxes, decoded.scores[i], cfg))
+        results.append(multiclass_nms(boxes, decoded.scores[i], cfg, min_score=min_score, max_dets=max_dets))
     return results

@@ -340,12 +340,24 @@ class PPYOLOEHead(nn.Module):
         boxes = distance_to_box(points, self._expected_distance(dist_logits)) * strides
         return Decoded(logits.sigmoid(), boxes, tuple(counts))
 
-    def postprocess(self, decoded: Decoded, metas: list[dict], *, rescale: bool = True) -> Detections:
+    def postprocess(
+        self,
+        decoded: Decoded,
+        metas: list[dict],
+        *,
+        rescale: bool = True,
+        min_score: float | None = None,
+        max_dets: int | None = None,
+    ) -> Detections:
         """With ``rescale`` the boxes divided by each meta's ``scale_factor`` (sx, sy) in float32 —
         upstream divides, it does not multiply by the reciprocal —, then
         :func:`~odcli.boxes.postprocess.multiclass_nms` (see
-        :func:`~odcli.models.heads.dense.postprocess_per_class`)."""
-        return postprocess_per_class(decoded, metas, self.nms, rescale=rescale)
+        :func:`~odcli.models.heads.dense.postprocess_per_class`).
+        ``min_score`` / ``max_dets``: only the detections a caller shows (scoring at least
+        ``min_score``, at most ``max_dets``), exactly those the full result holds, for less work."""
+        return postprocess_per_class(
+            decoded, metas, self.nms, rescale=rescale, min_score=min_score, max_dets=max_dets
+        )
 
     @torch.no_grad()
     def predict(

@@ -253,12 +253,24 @@ class RetinaHead(nn.Module):
         )
         return Decoded(scores, boxes, tuple(h * w * self.num_anchors for h, w in level_sizes(cls_scores)))
 
-    def postprocess(self, decoded: Decoded, metas: list[dict], *, rescale: bool = True) -> Detections:
+    def postprocess(
+        self,
+        decoded: Decoded,
+        metas: list[dict],
+        *,
+        rescale: bool = True,
+        min_score: float | None = None,
+        max_dets: int | None = None,
+    ) -> Detections:
         """Per level: the (anchor, class) pairs above ``score_thr``, the best ``nms_pre``; then clamp to
         the meta's ``img_shape``, rescale by its ``scale_factor`` (sx, sy), drop empty boxes,
         class-aware NMS, the best ``max_per_img`` (see
-        :func:`~odcli.models.heads.dense.postprocess_per_level`)."""
-        return postprocess_per_level(decoded, metas, self.nms, rescale=rescale)
+        :func:`~odcli.models.heads.dense.postprocess_per_level`).
+        ``min_score`` / ``max_dets``: only the detections a caller shows (scoring at least
+        ``min_score``, at most ``max_dets``), exactly those the full result holds, for less work."""
+        return postprocess_per_level(
+            decoded, metas, self.nms, rescale=rescale, min_score=min_score, max_dets=max_dets
+        )
 
     @torch.no_grad()
     def predict(

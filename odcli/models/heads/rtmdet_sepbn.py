@@ -251,11 +251,23 @@ class RTMDetSepBNHead(nn.Module):
         boxes = distance_to_box(self._points(cls_scores), concat_levels([d.float() for d in bbox_preds], 4))
         return Decoded(scores, boxes, tuple(h * w for h, w in level_sizes(cls_scores)))
 
-    def postprocess(self, decoded: Decoded, metas: list[dict], *, rescale: bool = True) -> Detections:
+    def postprocess(
+        self,
+        decoded: Decoded,
+        metas: list[dict],
+        *,
+        rescale: bool = True,
+        min_score: float | None = None,
+        max_dets: int | None = None,
+    ) -> Detections:
         """Per level: the (point, class) pairs above ``score_thr``, the best ``nms_pre``; then clip to
         ``img_shape``, rescale, drop empty boxes, class-aware NMS (see
-        :func:`~odcli.models.heads.dense.postprocess_per_level`)."""
-        return postprocess_per_level(decoded, metas, self.nms, rescale=rescale)
+        :func:`~odcli.models.heads.dense.postprocess_per_level`).
+        ``min_score`` / ``max_dets``: only the detections a caller shows (scoring at least
+        ``min_score``, at most ``max_dets``), exactly those the full result holds, for less work."""
+        return postprocess_per_level(
+            decoded, metas, self.nms, rescale=rescale, min_score=min_score, max_dets=max_dets
+        )
 
     @torch.no_grad()
     def predict(
