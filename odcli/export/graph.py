@@ -1,0 +1,141 @@
+"""The module ``odet export`` traces: a detector plus its normalisation and test-time post-processing.
+
+:class:`ExportGraph` takes what odet's test pipeline produces *before* normalising and returns either
+final detections (the upstream post-processing in the graph) or every prior's boxes and scores. Its
+inputs and outputs are described in :mod:`odcli.inference.backends.meta`.
+
+The post-processing is the PyTorch one (:mod:`odcli.models.heads.dense`) restated without
+data-dependent shapes, so that ``torch.onnx.export`` can trace it: candidate selection becomes a
+score tensor (B, C, N) in which every (prior, class) pair that upstream would not pass to NMS holds
+−1, and ONNX's ``NonMaxSuppression`` (:mod:`odcli.export.nms`) skips those by its score threshold.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from odcli.boxes.postprocess import NMSConfig
+from odcli.export.nms import class_aware_nms, padded_detections
+from odcli.models.detector import Detector
+
+__all__ = ["POSTPROCESS_STYLE", "ExportGraph", "per_class_candidates", "per_level_candidates"]
+
+#: The post-processing each family's upstream applies
+#: (see :class:`~odcli.inference.backends.meta.ExportMeta`).
+POSTPROCESS_STYLE = {"rtmdet": "per_level", "retinanet": "per_level", "ppyoloe": "per_class"}
+
+#: The score of a (prior, class) pair that takes no part in NMS; below every threshold in [0, 1].
+DROPPED = -1.0
+
+
+def per_level_candidates(scores: torch.Tensor, level_counts: tuple[int, ...], cfg: NMSConfig) -> torch.Tensor:
+    """MMDetection's candidates: on each level the best ``nms_pre`` (prior, class) pairs, kept if above
+    ``score_thr`` (:func:`~odcli.boxes.postprocess.select_topk`).
+
+    Args:
+        scores: (B, N, C) probabilities, levels concatenated (``level_counts`` priors each).
+    Returns:
+        (B, N, C): the score of each candidate pair, :data:`DROPPED` elsewhere.
+    """
+    batch, _, num_classes = scores.shape
+    out = []
+    for level in scores.split(list(level_counts), dim=1):  # a handful of levels, fixed at export
+        flat = level.reshape(batch, -1)  # prior-major, class-minor: upstream's flattening
+        k = min(cfg.nms_pre, flat.shape[1])
+        if k < flat.shape[1]:
+            top, pos = flat.topk(k, dim=1)
+            kept = torch.where(top > cfg.score_thr, top, DROPPED)
+            flat = torch.full_like(flat, DROPPED).scatter(1, pos, kept)
+        else:
+            flat = torch.where(flat > cfg.score_thr, flat, DROPPED)
+        out.append(flat.reshape(batch, -1, num_classes))
+    return torch.cat(out, dim=1)
+
+
+def per_class_candidates(scores: torch.Tensor, cfg: NMSConfig) -> torch.Tensor:
+    """PaddleDetection's candidates: per class the best ``nms_pre`` priors (≤ 0: all), kept if above
+    ``score_thr`` (:func:`~odcli.boxes.postprocess.multiclass_nms`).
+
+    Args:
+        scores: (B, N, C) probabilities.
+    Returns:
+        (B, C, N): the score of each candidate, :data:`DROPPED` elsewhere.
+    """
+    per_class = scores.transpose(1, 2)
+    n = per_class.shape[2]
+    k = min(cfg.nms_pre, n) if cfg.nms_pre > 0 else n
+    if k < n:
+        top, pos = per_class.topk(k, dim=2)
+        kept = torch.where(top > cfg.score_thr, top, DROPPED)
+        return torch.full_like(per_class, DROPPED).scatter(2, pos, kept)
+    return torch.where(per_class > cfg.score_thr, per_class, DROPPED)
+
+
+class ExportGraph(nn.Module):
+    """Canvas → detections (``nms``) or → every prior's boxes and scores.
+
+    Args:
+        model: the detector (BN folded); its ``input_spec`` is the export's (canvas as ``pad_to``
+            for RTMDet). With ``half`` it must already be in float16.
+        nms: put the post-processing in the graph.
+        style: ``per_level`` or ``per_class`` (:data:`POSTPROCESS_STYLE`).
+        zero_padding: zero everything outside ``img_shape`` after normalising (upstream's batch
+            padding for RetinaNet, :func:`~odcli.data.normalize.prepare_batch`).
+        half: run the network in float16 (normalisation, decoding and NMS stay float32).
+
+    ``forward(images (B, 3, H, W) float32 BGR 0–255, img_shape (B, 2) (h, w), scale_factor (B, 2)
+    (sx, sy))`` → with ``nms`` boxes (B, K, 4) xyxy original pixels, scores (B, K), labels (B, K)
+    int64, num_dets (B,) int64; else boxes (B, N, 4) xyxy canvas pixels, scores (B, N, C).
+    """
+
+    def __init__(
+        self, model: Detector, *, nms: bool, style: str, zero_padding: bool, half: bool = False
+    ) -> None:
+        super().__init__()
+        spec = model.input_spec
+        self.model = model
+        self.nms = nms
+        self.style = style
+        self.zero_padding = zero_padding
+        self.half = half
+        self.to_rgb = spec.to_rgb
+        self.cfg: NMSConfig = model.head.nms
+        self.register_buffer("mean", torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1), False)
+        self.register_buffer("std", torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1), False)
+
+    def normalize(self, images: torch.Tensor, img_shape: torch.Tensor) -> torch.Tensor:
+        """:func:`~odcli.data.normalize.prepare_batch` in the graph: the same float32 operations."""
+        x = images.flip(1) if self.to_rgb else images
+        x = (x - self.mean) / self.std
+        if self.zero_padding:
+            h, w = x.shape[-2:]
+            rows = torch.arange(h, dtype=torch.float32, device=x.device)[None, :, None]
+            cols = torch.arange(w, dtype=torch.float32, device=x.device)[None, None, :]
+            inside = (rows < img_shape[:, 0, None, None]) & (cols < img_shape[:, 1, None, None])
+            x = torch.where(inside[:, None], x, 0.0)
+        return x
+
+    def forward(
+        self, images: torch.Tensor, img_shape: torch.Tensor, scale_factor: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        x = self.normalize(images, img_shape)
+        if self.half:
+            x = x.half()
+        decoded = self.model.head.decode(*self.model(x))
+        if not self.nms:
+            return decoded.boxes, decoded.scores
+        cfg = self.cfg
+        sf = scale_factor.repeat(1, 2)[:, None, :]  # (B, 1, 4) as (sx, sy, sx, sy)
+        if self.style == "per_level":
+            hw = img_shape.flip(1).repeat(1, 2)[:, None, :]  # (B, 1, 4) as (w, h, w, h)
+            boxes = torch.minimum(decoded.boxes.clamp(min=0), hw) * (1.0 / sf)  # MMDetection: × 1/s
+            size = boxes[..., 2:] - boxes[..., :2]
+            big = (size > cfg.min_bbox_size).all(dim=-1, keepdim=True)  # (B, N, 1)
+            pairs = per_level_candidates(decoded.scores, decoded.level_counts, cfg)
+            candidates = torch.where(big, pairs, DROPPED).transpose(1, 2)
+        else:
+            boxes = decoded.boxes / sf  # PaddleDetection divides and does not clip
+            candidates = per_class_candidates(decoded.scores, cfg)
+        selected = class_aware_nms(boxes, candidates, cfg.max_per_img, cfg.iou_thr, cfg.score_thr)
+        return padded_detections(selected, candidates, boxes, cfg.max_per_img)

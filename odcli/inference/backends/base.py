@@ -1,0 +1,161 @@
+"""What every runner of an exported file shares: the :class:`Backend` protocol and its common half.
+
+A runner only has to say how its engine maps named input arrays to named output arrays
+(:meth:`ExportedBackend.infer`); :class:`ExportedBackend` does the rest the same way for every
+format — checks the batch against the file's canvas, splits it for a fixed-batch file, and turns
+the outputs into what :meth:`odcli.models.detector.Detector.predict` returns.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from odcli.errors import OdetError
+from odcli.inference.backends.meta import INPUT_NAMES, ExportMeta
+from odcli.models.dense_head import Decoded, Detections
+from odcli.models.heads.dense import postprocess_per_class, postprocess_per_level
+
+__all__ = ["Backend", "ExportedBackend", "import_optional"]
+
+#: The pip extra that installs each optional runtime.
+EXTRAS = {"onnx": "export", "onnxruntime": "export", "onnxscript": "export", "openvino": "openvino"}
+
+
+def import_optional(name: str, what: str = "") -> ModuleType:
+    """Import an optional dependency or fail with one line saying how to install it.
+
+    Args:
+        name: the module (``onnxruntime``, ``openvino``, ``tensorrt``).
+        what: what needs it, for the message (e.g. ``"running .onnx files"``).
+    """
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        extra = EXTRAS.get(name)
+        fix = f'pip install "odet[{extra}]"' if extra else f"pip install {name}"
+        need = f" (needed for {what})" if what else ""
+        raise OdetError(f"{name} is not installed{need}: {fix}") from None
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A runner of an exported detector.
+
+    Attributes:
+        name: ``onnxruntime``, ``openvino``, ``torchscript`` or ``tensorrt``.
+        meta: what the file says about itself (:class:`~odcli.inference.backends.meta.ExportMeta`).
+
+    ``images`` are (B, 3, H, W) float32 BGR 0–255 canvases of the file's (H, W), as
+    :func:`~odcli.inference.backends.inputs.canvas_batch` builds them; ``metas`` per image
+    ``img_shape`` (h, w) and ``scale_factor`` (sx, sy), as odet's test pipeline sets them.
+    """
+
+    name: str
+    meta: ExportMeta
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The file's outputs by name for one batch of its inputs by name (no checks)."""
+        ...
+
+    def run(
+        self, images: torch.Tensor | np.ndarray, metas: Sequence[dict[str, Any]]
+    ) -> dict[str, np.ndarray]:
+        """The outputs for any number of images (split into the file's batch size if it has one)."""
+        ...
+
+    def predict(self, images: torch.Tensor | np.ndarray, metas: Sequence[dict[str, Any]]) -> Detections:
+        """Per image ``{"boxes": (K, 4) xyxy original pixels, "scores": (K,), "labels": (K,) int64}``
+        (CPU tensors, best first), as ``model.predict(..., rescale=True)``."""
+        ...
+
+    def decode(self, images: torch.Tensor | np.ndarray, metas: Sequence[dict[str, Any]]) -> Decoded:
+        """Every prior's scores (B, N, C) and boxes (B, N, 4) xyxy canvas pixels (``--no-nms`` files)."""
+        ...
+
+
+class ExportedBackend:
+    """The format-independent part of a :class:`Backend`; subclasses set ``name`` and ``meta`` and
+    implement :meth:`infer`."""
+
+    name = "exported"
+    meta: ExportMeta
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def feeds(
+        self, images: torch.Tensor | np.ndarray, metas: Sequence[dict[str, Any]]
+    ) -> dict[str, np.ndarray]:
+        """The named inputs for a batch, checked against the file's canvas."""
+        array = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+        h, w = self.meta.canvas
+        if array.ndim != 4 or array.shape[1:] != (3, h, w):
+            raise OdetError(
+                f"this {self.meta.arch} export takes (B, 3, {h}, {w}) images, got {tuple(array.shape)}; "
+                f"re-export with --imgsz for another size"
+            )
+        if len(metas) != len(array):
+            raise OdetError(f"{len(array)} images but {len(metas)} metas")
+        return {
+            "images": np.ascontiguousarray(array, dtype=np.float32),
+            "img_shape": np.array([list(m["img_shape"])[:2] for m in metas], dtype=np.float32),
+            "scale_factor": np.array([list(m["scale_factor"])[:2] for m in metas], dtype=np.float32),
+        }
+
+    def run(
+        self, images: torch.Tensor | np.ndarray, metas: Sequence[dict[str, Any]]
+    ) -> dict[str, np.ndarray]:
+        feeds = self.feeds(images, metas)
+        size, total = self.meta.batch, len(metas)
+        if size is None or size == total:
+            return self.infer(feeds)
+        # A fixed-batch file: whole chunks, the last one filled up by repeating its last image.
+        chunks: list[dict[str, np.ndarray]] = []
+        for start in range(0, total, size):
+            part = {k: v[start : start + size] for k, v in feeds.items()}
+            short = size - len(part["images"])
+            if short:
+                part = {k: np.concatenate([v, np.repeat(v[-1:], short, axis=0)]) for k, v in part.items()}
+            chunks.append(self.infer(part))
+        return {k: np.concatenate([c[k] for c in chunks])[:total] for k in chunks[0]}
+
+    def predict(self, images: torch.Tensor | np.ndarray, metas: Sequence[dict[str, Any]]) -> Detections:
+        if not self.meta.nms:  # raw outputs: odet's own PyTorch post-processing, exactly upstream's
+            decoded = self.decode(images, metas)
+            post = postprocess_per_level if self.meta.postprocess == "per_level" else postprocess_per_class
+            return post(decoded, list(metas), self.meta.nms_config())
+        out = self.run(images, metas)
+        dets = []
+        for i, n in enumerate(out["num_dets"].astype(np.int64).tolist()):
+            dets.append(
+                {
+                    "boxes": torch.from_numpy(np.ascontiguousarray(out["boxes"][i, :n], dtype=np.float32)),
+                    "scores": torch.from_numpy(np.ascontiguousarray(out["scores"][i, :n], dtype=np.float32)),
+                    "labels": torch.from_numpy(out["labels"][i, :n].astype(np.int64)),
+                }
+            )
+        return dets
+
+    def decode(self, images: torch.Tensor | np.ndarray, metas: Sequence[dict[str, Any]]) -> Decoded:
+        if self.meta.nms:
+            raise OdetError(
+                "this file was exported with NMS in the graph: it has no raw outputs (--no-nms has)"
+            )
+        out = self.run(images, metas)
+        return Decoded(
+            scores=torch.from_numpy(np.asarray(out["scores"], dtype=np.float32)),
+            boxes=torch.from_numpy(np.asarray(out["boxes"], dtype=np.float32)),
+            level_counts=self.meta.level_counts,
+        )
+
+
+def input_names_check(names: Sequence[str], source: str) -> None:
+    """Fail with one line when a file's graph inputs are not odet's."""
+    if set(names) - set(INPUT_NAMES):
+        raise OdetError(f"{source} takes inputs {list(names)}, not odet's {list(INPUT_NAMES)}")
