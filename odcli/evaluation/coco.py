@@ -30,6 +30,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from odcli.errors import OdetError
+from odcli.evaluation.details import EvalDetails, evaluation_details
 from odcli.evaluation.report import EvalResult
 
 __all__ = ["MMDET_MAX_DETS", "detections_to_coco", "evaluate_coco"]
@@ -98,6 +99,39 @@ def _class_ap(precision: np.ndarray) -> float:
     return float(np.mean(valid)) if valid.size else float("nan")
 
 
+def _run_cocoeval(
+    coco_gt: COCO, coco_dt: COCO, img_ids: list[int], cats: list[int], max_dets: list[int]
+) -> COCOeval:
+    """pycocotools' evaluate + accumulate with MMDetection's settings (its narration swallowed)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev = COCOeval(coco_gt, coco_dt, "bbox")
+        ev.params.imgIds = img_ids
+        ev.params.catIds = cats
+        ev.params.maxDets = max_dets
+        ev.evaluate()
+        ev.accumulate()
+    return ev
+
+
+def _no_detections(coco_gt: COCO) -> COCO:
+    """A result set with no detections (``loadRes`` cannot load an empty list)."""
+    coco_dt = COCO()
+    coco_dt.dataset = {
+        "images": list(coco_gt.dataset.get("images", [])),
+        "categories": [dict(c) for c in coco_gt.dataset.get("categories", [])],
+        "annotations": [],
+    }
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_dt.createIndex()
+    return coco_dt
+
+
+def _details(ev: COCOeval, coco_gt: COCO, confusion_score_thr: float | None) -> EvalDetails:
+    """PR curves, P/R/F1 and confusion matrix of ``ev`` (its classes in pycocotools' ascending order)."""
+    names = [coco_gt.loadCats(int(c))[0]["name"] for c in ev.params.catIds]
+    return evaluation_details(ev, names, confusion_score_thr=confusion_score_thr)
+
+
 def evaluate_coco(
     coco_gt: COCO,
     results: Sequence[Mapping[str, Any]],
@@ -105,6 +139,7 @@ def evaluate_coco(
     image_ids: Sequence[int] | None = None,
     cat_ids: Sequence[int] | None = None,
     max_dets: Sequence[int] = MMDET_MAX_DETS,
+    confusion_score_thr: float | None = None,
 ) -> EvalResult:
     """Score COCO box results against ground truth with pycocotools.
 
@@ -116,9 +151,12 @@ def evaluate_coco(
         cat_ids: categories to evaluate (default: all of ``coco_gt``, ascending id).
         max_dets: three per-image detection caps; must contain 100 (pycocotools' mAP line is
             computed at 100).
+        confusion_score_thr: score threshold of the confusion matrix (None: the best-F1 one).
 
     Returns:
-        :class:`EvalResult`; with no results at all, every statistic is 0.
+        :class:`EvalResult`; with no results at all, every statistic is 0. Its ``details`` hold the
+        PR curves, P/R/F1 and confusion matrix (:mod:`odcli.evaluation.details`); None when no image
+        is evaluated.
 
     Raises:
         OdetError: results refer to images that are not in the ground truth.
@@ -141,7 +179,16 @@ def evaluate_coco(
             (n, 0.0, 0.0) if c in gt_cats else (n, math.nan, math.nan)
             for n, c in zip(names, cats, strict=True)
         ]
-        return EvalResult(stats=dict.fromkeys(stat_names, 0.0), per_class=per_class, num_images=len(img_ids))
+        details = None
+        if img_ids:
+            ev = _run_cocoeval(coco_gt, _no_detections(coco_gt), img_ids, cats, max_dets)
+            details = _details(ev, coco_gt, confusion_score_thr)
+        return EvalResult(
+            stats=dict.fromkeys(stat_names, 0.0),
+            per_class=per_class,
+            num_images=len(img_ids),
+            details=details,
+        )
 
     unknown = {int(r["image_id"]) for r in results} - set(coco_gt.getImgIds())
     if unknown:
@@ -149,16 +196,10 @@ def evaluate_coco(
             f"{len(unknown)} result image ids (e.g. {min(unknown)}) are not in the annotation file: "
             "evaluate against the annotations the predictions were made for"
         )
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):  # pycocotools narrates every phase on stdout
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools narrates every phase on stdout
         # loadRes adds keys (area, id) to each dict: give it copies, not the caller's objects.
         coco_dt = coco_gt.loadRes([dict(r) for r in results])
-        ev = COCOeval(coco_gt, coco_dt, "bbox")
-        ev.params.imgIds = img_ids
-        ev.params.catIds = cats
-        ev.params.maxDets = max_dets
-        ev.evaluate()
-        ev.accumulate()
+    ev = _run_cocoeval(coco_gt, coco_dt, img_ids, cats, max_dets)
     summary = io.StringIO()
     with contextlib.redirect_stdout(summary):
         ev.summarize()
@@ -175,4 +216,5 @@ def evaluate_coco(
         summary_text=summary.getvalue(),
         num_images=len(img_ids),
         num_detections=len(results),
+        details=_details(ev, coco_gt, confusion_score_thr) if img_ids else None,
     )

@@ -9,6 +9,9 @@ the metrics beside them. Printing the tables is the caller's.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pycocotools.coco import COCO
 from rich.console import Console
 
-from odcli.data.coco import CocoDetection
+from odcli.data.coco import CocoDetection, load_coco_json
 from odcli.errors import OdetError
+from odcli.evaluation.coco import evaluate_coco
 from odcli.evaluation.report import EvalResult
 from odcli.evaluation.run import eval_transforms, run_coco_eval
 from odcli.inference.load import check_weights_path, checkpoint_sections, load_model
@@ -27,7 +32,7 @@ from odcli.recipe import RECIPE_SUFFIXES, Recipe, load_recipe, parse_override, r
 from odcli.runtime.paths import ensure_output_dir
 from odcli.weights.checkpoint import read_meta, write_json_atomic
 
-__all__ = ["EvalReport", "evaluate_checkpoint", "metrics_path_for"]
+__all__ = ["EvalReport", "ScoredDetections", "evaluate_checkpoint", "metrics_path_for", "score_detections"]
 
 
 @dataclass
@@ -155,6 +160,7 @@ def evaluate_checkpoint(
     workers: int = 2,
     console: Console | None = None,
     progress: bool = True,
+    confusion_score_thr: float | None = None,
 ) -> EvalReport:
     """Evaluate a recipe + weights, or an odet checkpoint, on a COCO-format dataset.
 
@@ -174,6 +180,7 @@ def evaluate_checkpoint(
         workers: data-loading worker processes.
         console: where the one-line header and the progress bar go (None: nowhere).
         progress: show a progress bar on ``console``.
+        confusion_score_thr: score threshold of the confusion matrix (None: the best-F1 one).
 
     Raises:
         OdetError: a target, weights file, dataset or output location that cannot be used.
@@ -222,6 +229,7 @@ def evaluate_checkpoint(
         progress=progress and console is not None,
         max_images=max_images,
         console=console,
+        confusion_score_thr=confusion_score_thr,
     )
     seconds = time.perf_counter() - start
     metrics_path = metrics_path_for(out)
@@ -249,3 +257,77 @@ def evaluate_checkpoint(
         seconds=seconds,
         device=loaded.device,
     )
+
+
+@dataclass
+class ScoredDetections:
+    """What :func:`score_detections` measured and wrote.
+
+    Attributes:
+        metrics: the COCO numbers.
+        ann_file: the ground truth.
+        detections_path: the COCO results JSON scored.
+        metrics_path: the metrics JSON written beside it.
+        seconds: wall time of the scoring.
+    """
+
+    metrics: EvalResult
+    ann_file: Path
+    detections_path: Path
+    metrics_path: Path
+    seconds: float
+
+
+_RESULT_KEYS = ("image_id", "category_id", "bbox", "score")
+
+
+def _read_results(path: Path) -> list[dict[str, Any]]:
+    """A COCO results JSON: a list of ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}``."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise OdetError(f"detections file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise OdetError(f"cannot read detections file {path}: {exc}") from None
+    if not isinstance(data, list):
+        raise OdetError(f"{path} is not a COCO results file (expected a JSON list of detections)")
+    for r in data:
+        ok = isinstance(r, dict) and all(k in r for k in _RESULT_KEYS)
+        if not ok or not (isinstance(r["bbox"], list) and len(r["bbox"]) == 4):
+            text = repr(r)
+            raise OdetError(
+                f"invalid detection in {path}: {text[:77] + '...' if len(text) > 80 else text} "
+                '(needs {"image_id", "category_id", "bbox": [x, y, w, h], "score"})'
+            )
+    return data
+
+
+def score_detections(
+    detections: Path, ann: Path, *, confusion_score_thr: float | None = None
+) -> ScoredDetections:
+    """Score a COCO results JSON made elsewhere (or earlier) against ``ann``, over all its images,
+    and write the metrics JSON beside it (:func:`metrics_path_for`) — ``odet eval --detections``.
+
+    Raises:
+        OdetError: an unreadable detections or annotation file, or detections of unknown images.
+    """
+    results = _read_results(detections)
+    data = load_coco_json(ann)
+    coco_gt = COCO()
+    coco_gt.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools narrates its indexing
+        coco_gt.createIndex()
+    start = time.perf_counter()
+    metrics = evaluate_coco(coco_gt, results, confusion_score_thr=confusion_score_thr)
+    seconds = time.perf_counter() - start
+    metrics_path = metrics_path_for(detections)
+    write_json_atomic(
+        metrics_path,
+        {
+            "ann_file": str(ann),
+            "detections_file": str(detections),
+            "seconds": round(seconds, 3),
+            **metrics.to_dict(),
+        },
+    )
+    return ScoredDetections(metrics, ann, detections, metrics_path, seconds)

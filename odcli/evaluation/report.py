@@ -10,6 +10,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from odcli.evaluation.details import EvalDetails
+
 __all__ = ["EvalResult", "render_eval_table"]
 
 
@@ -24,6 +26,8 @@ class EvalResult:
         summary_text: pycocotools' 12-line summary as it prints it (empty when nothing was scored).
         num_images: images evaluated.
         num_detections: detections given.
+        details: PR curves, P/R/F1 at the best-F1 threshold and the confusion matrix (None when
+            nothing was evaluated).
     """
 
     stats: dict[str, float]
@@ -31,6 +35,7 @@ class EvalResult:
     summary_text: str = ""
     num_images: int = 0
     num_detections: int = 0
+    details: EvalDetails | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form: NaN becomes None."""
@@ -38,7 +43,7 @@ class EvalResult:
         def clean(x: float) -> float | None:
             return None if math.isnan(x) else x
 
-        return {
+        out: dict[str, Any] = {
             "stats": {k: clean(v) for k, v in self.stats.items()},
             "per_class": [
                 {"name": n, "AP": clean(ap), "AP50": clean(ap50)} for n, ap, ap50 in self.per_class
@@ -46,6 +51,9 @@ class EvalResult:
             "num_images": self.num_images,
             "num_detections": self.num_detections,
         }
+        if self.details is not None:
+            out.update(self.details.to_dict())
+        return out
 
 
 _STAT_LABELS = {
@@ -75,8 +83,41 @@ def _fmt(x: float) -> str:
     return f"{x:.3f}"
 
 
+def _group_width(rows: list[tuple[str, list[str]]], numbers: int) -> int:
+    """Characters one (class, numbers…) group takes: the longest name, 5-character numbers and
+    rich's padding and borders (3 per column)."""
+    return max(len(name) for name, _ in rows) + numbers * 5 + 3 * (numbers + 1)
+
+
+def _grouped_table(
+    title: str, numbers: list[str], rows: list[tuple[str, list[str]]], console: Console, columns: int
+) -> Table:
+    """A table of (class, numbers…) groups side by side, as many as fit without wrapping a name."""
+    name_width = max(len(name) for name, _ in rows)
+    fit = max(1, (console.width - 1) // _group_width(rows, len(numbers)))
+    columns = max(1, min(columns, fit, len(rows)))
+    table = Table(title=title, title_justify="left")
+    for _ in range(columns):
+        table.add_column("class", no_wrap=True, min_width=name_width)
+        for head in numbers:
+            table.add_column(head, justify="right", no_wrap=True)
+    width = 1 + len(numbers)
+    for start in range(0, len(rows), columns):
+        cells: list[str] = []
+        for name, values in rows[start : start + columns]:
+            cells += [name, *values]
+        cells += [""] * (width * columns - len(cells))
+        table.add_row(*cells)
+    return table
+
+
 def render_eval_table(
-    result: EvalResult, console: Console, *, columns: int = 3, all_classes: bool = False
+    result: EvalResult,
+    console: Console,
+    *,
+    columns: int = 3,
+    all_classes: bool = False,
+    prf1: bool = False,
 ) -> None:
     """Print the summary metrics and the per-class AP table.
 
@@ -88,6 +129,8 @@ def render_eval_table(
         all_classes: list every class of the model, also those without ground truth in the
             evaluated images (their AP is undefined, shown as ``-``); by default only classes that
             occur are listed.
+        prf1: also print a per-class table of precision, recall and F1 at the best-F1 threshold
+            (the overall ones are rows of the summary whenever ``result.details`` has them).
     """
     summary = Table(
         title=f"COCO box metrics — {result.num_images} images, {result.num_detections} detections",
@@ -98,32 +141,47 @@ def render_eval_table(
     summary.add_column("value", justify="right")
     for key, value in result.stats.items():
         summary.add_row(key, _describe(key), _fmt(value), style="bold" if key == "mAP" else None)
+    details = result.details
+    if details is not None and details.sweep.has_gt.any():
+        thr, iou = details.sweep.best_threshold, details.sweep.iou
+        for key, value in zip(("P", "R", "F1"), details.sweep.overall_at_best(), strict=True):
+            summary.add_row(key, f"{key:<3} IoU={iou:.2f}, score ≥ {thr:.3f} (best F1)", _fmt(value))
     console.print(summary)
 
     shown = [c for c in result.per_class if all_classes or not math.isnan(c[1])]
     if not shown:
         return
-    # One group is the name, two 5-character numbers and rich's padding and borders (3 per column).
-    name_width = max(len(name) for name, _, _ in shown)
-    group_width = name_width + 2 * 5 + 3 * 3
-    fit = max(1, (console.width - 1) // group_width)
-    columns = max(1, min(columns, fit, len(shown)))
-    table = Table(title="Per-class AP", title_justify="left")
-    for _ in range(columns):
-        table.add_column("class", no_wrap=True, min_width=name_width)
-        table.add_column("AP", justify="right", no_wrap=True)
-        table.add_column("AP50", justify="right", no_wrap=True)
-    rows = [shown[i : i + columns] for i in range(0, len(shown), columns)]
-    for row in rows:
-        cells: list[str] = []
-        for name, ap, ap50 in row:
-            cells += [name, _fmt(ap), _fmt(ap50)]
-        cells += [""] * (3 * columns - len(cells))
-        table.add_row(*cells)
-    console.print(table)
+    rows = [(name, [_fmt(ap), _fmt(ap50)]) for name, ap, ap50 in shown]
+    extra = _prf1_cells(details, [name for name, _, _ in shown]) if prf1 and details is not None else None
+    where = ""
+    if details is not None:
+        where = f"score ≥ {details.sweep.best_threshold:.3f} (best mean F1), IoU {details.sweep.iou:.2f}"
+    wide = ["AP", "AP50", "P", "R", "F1"]
+    if extra is not None and _group_width(rows, len(wide)) <= console.width - 1:
+        rows = [(name, [*cells, *more]) for (name, cells), more in zip(rows, extra, strict=True)]
+        title = f"Per-class AP, and P / R / F1 at {where}"
+        console.print(_grouped_table(title, wide, rows, console, columns))
+    else:
+        console.print(_grouped_table("Per-class AP", ["AP", "AP50"], rows, console, columns))
+        if extra is not None:
+            prf1_rows = [(name, more) for (name, _), more in zip(rows, extra, strict=True)]
+            title = f"Per-class precision / recall / F1 at {where}"
+            console.print(_grouped_table(title, ["P", "R", "F1"], prf1_rows, console, columns))
     if len(shown) < len(result.per_class):
         console.print(
             f"{len(shown)} of {len(result.per_class)} classes occur (--all-classes lists all)",
             style="dim",
             soft_wrap=True,
         )
+
+
+def _prf1_cells(details: EvalDetails, names: list[str]) -> list[list[str]]:
+    """Formatted P, R, F1 at the best-F1 threshold of each class in ``names`` ("-" without ground truth)."""
+    p, r, f1 = details.sweep.at_best()
+    index = {name: k for k, name in enumerate(details.names)}
+    cells = []
+    for name in names:
+        k = index.get(name)
+        ok = k is not None and bool(details.sweep.has_gt[k])
+        cells.append([_fmt(v[k]) if ok else _fmt(math.nan) for v in (p, r, f1)])
+    return cells

@@ -17,9 +17,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.utils.data import Subset
 
 from odcli.data.coco import CocoDetection
-from odcli.data.loader import build_loader, prepare_batch
+from odcli.data.loader import build_loader
 from odcli.data.loader import iterate_batches as _batches
-from odcli.data.transforms import Compose, build_test_transforms
+from odcli.data.normalize import prepare_batch
+from odcli.data.pipelines import build_test_transforms
+from odcli.data.sample import Compose
 from odcli.evaluation.coco import detections_to_coco, evaluate_coco
 from odcli.evaluation.report import EvalResult
 from odcli.models.detector import Detector
@@ -51,6 +53,7 @@ def run_coco_eval(
     progress: bool = True,
     max_images: int | None = None,
     console: Console | None = None,
+    confusion_score_thr: float | None = None,
 ) -> tuple[EvalResult, list[dict[str, Any]]]:
     """Predict every image of ``dataset`` and evaluate the detections against its annotations.
 
@@ -67,6 +70,7 @@ def run_coco_eval(
         progress: show a rich progress bar.
         max_images: evaluate only the first this many images (quick checks).
         console: console for the progress bar (default: a new stdout console).
+        confusion_score_thr: score threshold of the confusion matrix (None: the best-F1 one).
 
     Returns:
         (metrics, COCO result dicts ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}``
@@ -119,5 +123,11 @@ def run_coco_eval(
     finally:
         model.train(was_training)
 
-    metrics = evaluate_coco(dataset.coco, results, image_ids=image_ids, cat_ids=dataset.cat_ids)
+    metrics = evaluate_coco(
+        dataset.coco,
+        results,
+        image_ids=image_ids,
+        cat_ids=dataset.cat_ids,
+        confusion_score_thr=confusion_score_thr,
+    )
     return metrics, results
