@@ -173,7 +173,7 @@ def retinanet_ref() -> dict:
 
     import odcli
     from odcli.data import build_test_transforms, collate, read_image
-    from odcli.data.loader import prepare_batch
+    from odcli.data.normalize import prepare_batch
 
     root = require(MMDET_REF / "retinanet_r18_fp16")
     meta = json.loads((MMDET_REF / "inputs" / "retinanet_batchA.json").read_text())

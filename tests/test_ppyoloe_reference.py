@@ -124,7 +124,7 @@ def test_deployed_keys_equal_upstream_deploy_keys(ppyoloe_ref: dict) -> None:
 # ------------------------------------------------------------------------------------- outputs
 def test_preprocessing_reproduces_upstream_inputs(ppyoloe_ref: dict) -> None:
     from odcli.data import collate, read_image
-    from odcli.data.loader import prepare_batch
+    from odcli.data.normalize import prepare_batch
     from odcli.inference.predictor import Predictor
 
     model = ppyoloe_ref["model"]

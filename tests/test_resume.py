@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from odcli.data.loader import ShardedBatchSampler
+from odcli.data.sampler import ShardedBatchSampler
 from odcli.weights.checkpoint import load_checkpoint, read_meta
 from tests.conftest import DEMO, small_demo_args
 

@@ -9,7 +9,17 @@ from __future__ import annotations
 import typer
 
 from odcli import __version__
-from odcli.cli import convert_weights, help_format, infer, profile, train, visualize_assign, visualize_data
+from odcli.cli import (
+    convert_weights,
+    export,
+    help_format,
+    infer,
+    plot,
+    profile,
+    train,
+    visualize_assign,
+    visualize_data,
+)
 from odcli.cli import eval as eval_command
 
 help_format.install()
@@ -43,9 +53,11 @@ app.command("train")(train.train)
 app.command("eval")(eval_command.evaluate)
 app.command("infer")(infer.infer)
 app.command("convert-weights")(convert_weights.convert_weights)
+app.command("export")(export.export)
 app.command("profile")(profile.profile)
 app.command("visualize-assign")(visualize_assign.visualize_assign)
 app.command("visualize-data")(visualize_data.visualize_data)
+app.command("plot")(plot.plot)
 
 
 def main() -> None:

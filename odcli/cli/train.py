@@ -1,4 +1,4 @@
-"""``odet train RECIPE``: train a detector as the recipe says; ends with an eval table and a picture.
+"""``odet train RECIPE``: train a detector as the recipe says; ends with an eval table and pictures.
 
 Multi-GPU: ``odet train RECIPE --gpus N`` starts N processes through PyTorch's own launcher
 (``torch.distributed.run``, i.e. ``torchrun --standalone``); ``torchrun … -m odcli train RECIPE`` works
@@ -80,6 +80,9 @@ def train(
             return
 
     from odcli.engine.trainer import Trainer
+    from odcli.viz.eval_pictures import EvalPicturesHook
+    from odcli.viz.plotting import missing_plots_note
+    from odcli.viz.run_pictures import BatchPictures, CurvesPicture, RunPicturesHook
     from odcli.viz.sample_prediction import SamplePredictionHook
 
     dist.setup(cfg.train.dist_backend, resolve_device(cfg.train.device).type)
@@ -93,13 +96,29 @@ def train(
             for line in notes if dist.is_main_process() else []:
                 console.print(line, soft_wrap=True, markup=False)
         sample = SamplePredictionHook()  # the best weights' detections on a validation image
+        batches = BatchPictures()
+        # curves.png, one batch per pipeline stage, eval/{metrics.json, pr, f1, confusion}.png
+        pictures = RunPicturesHook([CurvesPicture(), batches, EvalPicturesHook()])
+        if pictures.skipped and dist.is_main_process():
+            what = "training curves (curves.png), PR curves or confusion matrix"
+            console.print(missing_plots_note(what), soft_wrap=True, markup=False)
         trainer = Trainer(
-            cfg, run_dir=out, resume=resume, extend_epochs=extend_epochs, console=console, hooks=[sample]
+            cfg,
+            run_dir=out,
+            resume=resume,
+            extend_epochs=extend_epochs,
+            console=console,
+            hooks=[pictures, sample],
         )
+        batches.dataset = trainer.parts.train_set  # loaded already: its annotations are not read twice
         best = trainer.fit()
         if dist.is_main_process():
             record_latest(cfg, out)
             console.print(f"[bold green]done[/]: best checkpoint {best}")
+            if pictures.written:
+                shown = [p for p in pictures.written if p.suffix in {".png", ".jpg"}]
+                names = ", ".join(sorted(str(p.relative_to(out)) for p in shown))
+                console.print(f"training pictures: {names} in {out}", soft_wrap=True, markup=False)
             if sample.picture is not None:
                 console.print(f"sample prediction: {sample.picture}")
     finally:

@@ -10,7 +10,6 @@ cache holds), so the grid shows steady-state samples rather than the pass-throug
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import typer
@@ -35,16 +34,14 @@ def visualize_data(
 ) -> None:
     """Write a PNG grid of augmented training samples with their boxes and class names."""
     import cv2
-    import numpy as np
 
     from odcli.data.datasets import build_dataset
-    from odcli.data.mix import cached_transforms
     from odcli.data.pipelines import build_train_pipeline
     from odcli.data.stages import StagedPipeline
     from odcli.errors import OdetError
     from odcli.models.zoo import input_spec_of
     from odcli.recipe import load_recipe
-    from odcli.viz.draw import draw_detections
+    from odcli.viz.batches import augmented_samples, cache_warmup, draw_sample_grid
 
     if num < 1:
         raise OdetError(f"--num must be >= 1, got {num}")
@@ -70,45 +67,12 @@ def visualize_data(
         raise OdetError(f"dataset root not found: {root} (set data.root in the recipe or --set data.root=…)")
     dataset = build_dataset(cfg.data, root, "train", pipeline)
 
-    order = np.random.default_rng(seed).permutation(len(dataset))
-    warmup = max((t.max_cached_images for t in cached_transforms(active)), default=0)
+    warmup = cache_warmup(active)
     if warmup:
         console.print(f"warming up the Mosaic/MixUp caches with {warmup} samples")
-    samples = []
-    for k in range(warmup + num):
-        sample = dataset[
-            (int(order[k % len(order)]), int(np.random.SeedSequence([seed, k]).generate_state(1)[0]))
-        ]
-        if k >= warmup:
-            samples.append(sample)
-
-    cols = math.ceil(math.sqrt(num))
-    rows = math.ceil(num / cols)
-    gap = 4
-    grid = np.full((rows * (tile + gap) + gap, cols * (tile + gap) + gap, 3), 255, dtype=np.uint8)
-    n_boxes = 0
-    for k, s in enumerate(samples):
-        # PP-YOLOE's colour distortion leaves float pixels (upstream does too); show them as uint8.
-        img = np.clip(np.rint(s["img"]), 0, 255).astype(np.uint8) if s["img"].dtype != np.uint8 else s["img"]
-        boxes = np.asarray(s["boxes"], dtype=np.float64).reshape(-1, 4)
-        h, w = img.shape[:2]
-        f = tile / max(h, w)
-        small = cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
-        labels = np.asarray(s["labels"]).reshape(-1)
-        drawn = draw_detections(
-            small,
-            boxes * f,
-            np.ones(len(boxes)),
-            labels,
-            dataset.classes,
-            score_thr=0.0,
-            max_dets=len(boxes),
-            show_scores=False,
-        )
-        n_boxes += len(boxes)
-        r, c = divmod(k, cols)
-        y, x = gap + r * (tile + gap), gap + c * (tile + gap)
-        grid[y : y + drawn.shape[0], x : x + drawn.shape[1]] = drawn
+    samples = augmented_samples(dataset, num, seed, warmup)
+    grid = draw_sample_grid(samples, dataset.classes, tile)
+    n_boxes = sum(len(s["boxes"]) for s in samples)
 
     path = out or Path(cfg.train.output_dir) / f"{cfg.name}_data_{chosen}.png"
     if path.suffix.lower() != ".png":

@@ -16,23 +16,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from odcli.data.collate import BatchTransform, collate, make_collate_fn
-from odcli.data.normalize import normalize, prepare_batch
+from odcli.data.collate import BatchTransform, make_collate_fn
 from odcli.data.sampler import ShardedBatchSampler
 from odcli.data.workers import cap_workers
 from odcli.errors import OdetError
 
-# collate, normalize, prepare_batch and ShardedBatchSampler live in odcli.data.collate / .normalize /
-# .sampler; they are re-exported for the callers that import them from here.
-__all__ = [
-    "ShardedBatchSampler",
-    "build_loader",
-    "build_train_loader",
-    "collate",
-    "iterate_batches",
-    "normalize",
-    "prepare_batch",
-]
+__all__ = ["build_loader", "iterate_batches"]
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -119,9 +108,6 @@ def build_loader(
         pin_memory=pin_memory,
     )
 
-
-#: The former training-only builder, now :func:`build_loader` (kept for callers not yet updated).
-build_train_loader = build_loader
 
 
 def iterate_batches(loader: Iterable[Any]) -> Iterator[Any]:

@@ -15,11 +15,10 @@ import numpy as np
 
 from odcli.data.checks import check_pad_value, check_prob, check_range, check_size
 from odcli.data.geometric import clip_boxes
-from odcli.data.mix_cache import CachedMixing, PartnerSource, cached_transforms
+from odcli.data.mix_cache import CachedMixing, PartnerSource
 from odcli.data.sample import Sample, replace_sample
 
-# cached_transforms lives in odcli.data.mix_cache; re-exported for callers that import it from here.
-__all__ = ["CachedMixUp", "CachedMosaic", "blend_half", "cached_transforms"]
+__all__ = ["CachedMixUp", "CachedMosaic", "blend_half"]
 
 
 def blend_half(a: np.ndarray, b: np.ndarray) -> np.ndarray:

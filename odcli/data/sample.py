@@ -25,7 +25,7 @@ from typing import TypedDict
 import numpy as np
 import torch
 
-__all__ = ["Compose", "Sample", "Transform", "process_rng", "replace_sample"]
+__all__ = ["Compose", "Sample", "Transform", "image_sample", "process_rng", "replace_sample"]
 
 
 class Sample(TypedDict):
@@ -74,6 +74,23 @@ def process_rng() -> np.random.Generator:
     if _process_rng_state is None or _process_rng_state[0] != seed:
         _process_rng_state = (seed, np.random.default_rng(seed))
     return _process_rng_state[1]
+
+
+def image_sample(img: np.ndarray, *, file_name: str = "", image_id: int = 0) -> Sample:
+    """A :class:`Sample` of one unannotated (H, W, 3) uint8 BGR image, before any transform: what a
+    test pipeline starts from at inference."""
+    h, w = img.shape[:2]
+    return {
+        "img": img,
+        "boxes": np.zeros((0, 4), np.float32),
+        "labels": np.zeros((0,), np.int64),
+        "image_id": image_id,
+        "file_name": file_name,
+        "ori_shape": (h, w),
+        "img_shape": (h, w),
+        "pad_shape": (h, w),
+        "scale_factor": (1.0, 1.0),
+    }
 
 
 def replace_sample(sample: Sample, **changes: object) -> Sample:

@@ -17,8 +17,9 @@ from torch.utils.data import DataLoader
 
 from odcli.data.coco import CocoDetection
 from odcli.data.datasets import build_dataset
-from odcli.data.loader import ShardedBatchSampler, build_train_loader
+from odcli.data.loader import build_loader
 from odcli.data.pipelines import build_train_pipeline
+from odcli.data.sampler import ShardedBatchSampler
 from odcli.engine.console import TrainConsole
 from odcli.engine.ddp import Placement, seed_everything
 from odcli.engine.ema import ModelEMA
@@ -129,7 +130,7 @@ def build_parts(
         load_pretrained(model, recipe, out)
     val_set = build_dataset(dcfg, root, "val", eval_transforms(model))
     total_batch = dcfg.batch_size * placement.world
-    loader = build_train_loader(
+    loader = build_loader(
         train_set,
         batch_size=dcfg.batch_size,
         num_workers=dcfg.num_workers,

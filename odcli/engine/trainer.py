@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from odcli.data.loader import prepare_batch
+from odcli.data.normalize import prepare_batch
 from odcli.engine.console import TrainConsole
 from odcli.engine.ddp import join_processes, seed_everything, set_train_mode, wrap_for_training
 from odcli.engine.feed import EpochFeed

@@ -114,7 +114,8 @@ def time_pipeline(
     and an end-to-end run of ``predictor(images)`` — the call ``odet infer`` makes — timed from
     outside. Medians over ``iters`` iterations after ``warmup`` untimed ones.
     """
-    from odcli.data.loader import collate, prepare_batch
+    from odcli.data.collate import collate
+    from odcli.data.normalize import prepare_batch
 
     model = predictor.model
     spec = model.input_spec

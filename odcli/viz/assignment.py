@@ -29,7 +29,8 @@ import torch
 
 from odcli.assigners.result import AssignResult
 from odcli.assigners.view import PriorView
-from odcli.data.loader import collate, prepare_batch
+from odcli.data.collate import collate
+from odcli.data.normalize import prepare_batch
 from odcli.errors import OdetError
 from odcli.inference.predictor import Predictor
 from odcli.models.detector import Detector
