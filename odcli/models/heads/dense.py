@@ -10,6 +10,7 @@ order — the order the prior generators of :mod:`odcli.boxes.priors` list them 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -159,3 +160,47 @@ def postprocess_per_class(
             boxes = rescale_boxes(boxes, meta["scale_factor"], divide=True)
         results.append(multiclass_nms(boxes, decoded.scores[i], cfg, min_score=min_score, max_dets=max_dets))
     return results
+
+
+class PredictSteps:
+    """The test-time half every dense head shares: ``predict`` = ``postprocess`` ∘ ``decode``.
+
+    A head sets ``postprocess_style`` to :func:`postprocess_per_level` (MMDetection's, RTMDet and
+    RetinaNet) or :func:`postprocess_per_class` (PaddleDetection's, PP-YOLOE), holds its test config
+    in ``nms`` and implements ``decode``.
+    """
+
+    nms: NMSConfig
+    postprocess_style: Callable[..., Detections]
+
+    def decode(self, cls_scores: list[torch.Tensor], bbox_preds: list[torch.Tensor]) -> Decoded:
+        raise NotImplementedError
+
+    def postprocess(
+        self,
+        decoded: Decoded,
+        metas: list[dict],
+        *,
+        rescale: bool = True,
+        min_score: float | None = None,
+        max_dets: int | None = None,
+    ) -> Detections:
+        """Detections per image from every prior's boxes and scores, by the head's upstream style
+        (boxes in original-image pixels when ``rescale``). ``min_score`` / ``max_dets``: only the
+        detections a caller shows (scoring at least ``min_score``, at most ``max_dets``) — exactly
+        those the full result holds, for less work."""
+        style = type(self).postprocess_style
+        return style(decoded, metas, self.nms, rescale=rescale, min_score=min_score, max_dets=max_dets)
+
+    @torch.no_grad()
+    def predict(
+        self,
+        cls_scores: list[torch.Tensor],
+        bbox_preds: list[torch.Tensor],
+        metas: list[dict],
+        *,
+        rescale: bool = True,
+    ) -> Detections:
+        """Detections per image: ``boxes`` (K, 4) xyxy, ``scores`` (K,), ``labels`` (K,); boxes in
+        original-image pixels if ``rescale``, else input pixels."""
+        return self.postprocess(self.decode(cls_scores, bbox_preds), metas, rescale=rescale)

@@ -43,8 +43,9 @@ from odcli.boxes.targets import pad_targets
 from odcli.losses.distribution_focal import distribution_focal_loss
 from odcli.losses.iou import giou_loss_eps_added
 from odcli.losses.varifocal import varifocal_loss
-from odcli.models.dense_head import Decoded, Detections, Targets
+from odcli.models.dense_head import Decoded, Targets
 from odcli.models.heads.dense import (
+    PredictSteps,
     build_prior_view,
     flatten_levels,
     level_sizes,
@@ -82,7 +83,7 @@ class ESEAttn(nn.Module):
         return self.conv(feat * torch.sigmoid(self.fc(avg_feat)))
 
 
-class PPYOLOEHead(nn.Module):
+class PPYOLOEHead(PredictSteps, nn.Module):
     """ET-head of PP-YOLOE.
 
     Args:
@@ -100,6 +101,8 @@ class PPYOLOEHead(nn.Module):
             its ``keep_top_k``; see :func:`odcli.boxes.postprocess.multiclass_nms`).
         norm: settings of the stems' BatchNorms.
     """
+
+    postprocess_style = staticmethod(postprocess_per_class)
 
     def __init__(
         self,
@@ -339,35 +342,3 @@ class PPYOLOEHead(nn.Module):
         )
         boxes = distance_to_box(points, self._expected_distance(dist_logits)) * strides
         return Decoded(logits.sigmoid(), boxes, tuple(counts))
-
-    def postprocess(
-        self,
-        decoded: Decoded,
-        metas: list[dict],
-        *,
-        rescale: bool = True,
-        min_score: float | None = None,
-        max_dets: int | None = None,
-    ) -> Detections:
-        """With ``rescale`` the boxes divided by each meta's ``scale_factor`` (sx, sy) in float32 —
-        upstream divides, it does not multiply by the reciprocal —, then
-        :func:`~odcli.boxes.postprocess.multiclass_nms` (see
-        :func:`~odcli.models.heads.dense.postprocess_per_class`).
-        ``min_score`` / ``max_dets``: only the detections a caller shows (scoring at least
-        ``min_score``, at most ``max_dets``), exactly those the full result holds, for less work."""
-        return postprocess_per_class(
-            decoded, metas, self.nms, rescale=rescale, min_score=min_score, max_dets=max_dets
-        )
-
-    @torch.no_grad()
-    def predict(
-        self,
-        cls_logits: list[torch.Tensor],
-        reg_dists: list[torch.Tensor],
-        metas: list[dict],
-        *,
-        rescale: bool = True,
-    ) -> Detections:
-        """Detections per image: ``boxes`` (K, 4) xyxy, ``scores`` (K,), ``labels`` (K,); boxes in
-        original-image pixels if ``rescale``, else input pixels."""
-        return self.postprocess(self.decode(cls_logits, reg_dists), metas, rescale=rescale)

@@ -26,8 +26,9 @@ from odcli.boxes.postprocess import NMSConfig
 from odcli.boxes.priors import AnchorConfig, anchor_valid_flags, multilevel_anchors
 from odcli.boxes.targets import pad_targets
 from odcli.losses import l1_loss, sigmoid_focal_loss
-from odcli.models.dense_head import Decoded, Detections, Targets
+from odcli.models.dense_head import Decoded, Targets
 from odcli.models.heads.dense import (
+    PredictSteps,
     build_prior_view,
     concat_levels,
     flatten_levels,
@@ -40,7 +41,7 @@ from odcli.models.heads.dense import (
 _EPS = torch.finfo(torch.float32).eps
 
 
-class RetinaHead(nn.Module):
+class RetinaHead(PredictSteps, nn.Module):
     """Anchor-based dense head of RetinaNet.
 
     Args:
@@ -56,6 +57,8 @@ class RetinaHead(nn.Module):
             upstream's data preprocessor records it (idempotent on an already rounded shape).
         nms: test-time post-processing.
     """
+
+    postprocess_style = staticmethod(postprocess_per_level)
 
     def __init__(
         self,
@@ -252,35 +255,3 @@ class RetinaHead(nn.Module):
             wh_ratio_clip=self.wh_ratio_clip,
         )
         return Decoded(scores, boxes, tuple(h * w * self.num_anchors for h, w in level_sizes(cls_scores)))
-
-    def postprocess(
-        self,
-        decoded: Decoded,
-        metas: list[dict],
-        *,
-        rescale: bool = True,
-        min_score: float | None = None,
-        max_dets: int | None = None,
-    ) -> Detections:
-        """Per level: the (anchor, class) pairs above ``score_thr``, the best ``nms_pre``; then clamp to
-        the meta's ``img_shape``, rescale by its ``scale_factor`` (sx, sy), drop empty boxes,
-        class-aware NMS, the best ``max_per_img`` (see
-        :func:`~odcli.models.heads.dense.postprocess_per_level`).
-        ``min_score`` / ``max_dets``: only the detections a caller shows (scoring at least
-        ``min_score``, at most ``max_dets``), exactly those the full result holds, for less work."""
-        return postprocess_per_level(
-            decoded, metas, self.nms, rescale=rescale, min_score=min_score, max_dets=max_dets
-        )
-
-    @torch.no_grad()
-    def predict(
-        self,
-        cls_scores: list[torch.Tensor],
-        bbox_preds: list[torch.Tensor],
-        metas: list[dict],
-        *,
-        rescale: bool = True,
-    ) -> Detections:
-        """Detections per image: ``boxes`` (K, 4) xyxy, ``scores`` (K,), ``labels`` (K,); boxes in
-        original-image pixels if ``rescale``, else input pixels."""
-        return self.postprocess(self.decode(cls_scores, bbox_preds), metas, rescale=rescale)

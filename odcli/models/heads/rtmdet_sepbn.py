@@ -21,8 +21,9 @@ from odcli.boxes.postprocess import NMSConfig
 from odcli.boxes.priors import multilevel_points
 from odcli.boxes.targets import pad_targets
 from odcli.losses import giou_loss, quality_focal_loss
-from odcli.models.dense_head import Decoded, Detections, Targets
+from odcli.models.dense_head import Decoded, Targets
 from odcli.models.heads.dense import (
+    PredictSteps,
     build_prior_view,
     concat_levels,
     level_sizes,
@@ -44,7 +45,7 @@ class _Folded(nn.Module):
         return self.conv(x)
 
 
-class RTMDetSepBNHead(nn.Module):
+class RTMDetSepBNHead(PredictSteps, nn.Module):
     """Shared-conv, separate-BN dense head.
 
     Args:
@@ -61,6 +62,8 @@ class RTMDetSepBNHead(nn.Module):
         assigner, cls_weight, bbox_weight, qfl_beta: training settings.
         nms: test-time post-processing settings.
     """
+
+    postprocess_style = staticmethod(postprocess_per_level)
 
     def __init__(
         self,
@@ -250,34 +253,3 @@ class RTMDetSepBNHead(nn.Module):
         scores = concat_levels([c.float().sigmoid() for c in cls_scores], self.num_classes)
         boxes = distance_to_box(self._points(cls_scores), concat_levels([d.float() for d in bbox_preds], 4))
         return Decoded(scores, boxes, tuple(h * w for h, w in level_sizes(cls_scores)))
-
-    def postprocess(
-        self,
-        decoded: Decoded,
-        metas: list[dict],
-        *,
-        rescale: bool = True,
-        min_score: float | None = None,
-        max_dets: int | None = None,
-    ) -> Detections:
-        """Per level: the (point, class) pairs above ``score_thr``, the best ``nms_pre``; then clip to
-        ``img_shape``, rescale, drop empty boxes, class-aware NMS (see
-        :func:`~odcli.models.heads.dense.postprocess_per_level`).
-        ``min_score`` / ``max_dets``: only the detections a caller shows (scoring at least
-        ``min_score``, at most ``max_dets``), exactly those the full result holds, for less work."""
-        return postprocess_per_level(
-            decoded, metas, self.nms, rescale=rescale, min_score=min_score, max_dets=max_dets
-        )
-
-    @torch.no_grad()
-    def predict(
-        self,
-        cls_scores: list[torch.Tensor],
-        bbox_preds: list[torch.Tensor],
-        metas: list[dict],
-        *,
-        rescale: bool = True,
-    ) -> Detections:
-        """Detections per image: ``boxes`` (K, 4) xyxy, ``scores`` (K,), ``labels`` (K,); boxes in
-        original-image pixels if ``rescale``, else input pixels."""
-        return self.postprocess(self.decode(cls_scores, bbox_preds), metas, rescale=rescale)
