@@ -18,6 +18,7 @@ import odcli
 from odcli.cli.main import app
 from odcli.data.coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
 from odcli.errors import OdetError
+from odcli.inference.outputs import read_detections
 from odcli.inference.sources import collect_images
 from tests.conftest import COCO128, MMDET_REF, REPO, require
 
@@ -126,7 +127,8 @@ def test_infer_writes_images_and_detections(converted: Path, tmp_path: Path) -> 
     for name in ("000000000009.jpg", "000000000025.jpg"):
         annotated = read_image(out / name)
         assert annotated.shape == read_image(src / name).shape
-    dets = json.loads((out / "detections.json").read_text())
+    header, dets = read_detections(out / "detections.json")
+    assert header is not None and header["settings"]["score_thr"] == thr
     assert dets, "the reference weights always produce confident detections"
     assert {d["image"] for d in dets} == {str(src / "000000000009.jpg"), str(src / "000000000025.jpg")}
     for d in dets:

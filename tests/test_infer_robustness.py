@@ -8,7 +8,6 @@ OpenCV, the converted reference RTMDet-tiny where the boxes themselves matter.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import struct
@@ -22,6 +21,7 @@ from typer.testing import CliRunner
 
 import odcli
 from odcli.cli.main import app
+from odcli.inference.outputs import read_detections, read_frame_lines
 from odcli.weights.checkpoint import save_checkpoint
 from tests.conftest import COCO128, MMDET_REF, REPO, require
 
@@ -75,7 +75,7 @@ def test_corrupt_image_in_folder_is_skipped_and_the_rest_written(tmp_path: Path,
     assert len(warned) == 2, result.stderr
     assert warned[0].startswith(f"warning: skipped {src / '000000000025.jpg'}: cannot decode image")
     assert warned[1] == "warning: skipped 1 of 3 images that could not be decoded: 000000000025.jpg"
-    records = json.loads((out / "detections.json").read_text())
+    records = read_detections(out / "detections.json")[1]
     assert {r["image"] for r in records} == {str(src / "000000000009.jpg"), str(src / "000000000030.jpg")}
     assert sorted(p.name for p in out.iterdir()) == [
         "000000000009.jpg",
@@ -139,7 +139,7 @@ def test_undecodable_frames_mid_video_are_skipped_and_the_run_goes_on(
         f"warning: skipped frames 5-7 of {video}: could not be decoded",
         f"warning: skipped 3 of 20 frames of {video} that could not be decoded: 5-7",
     ]
-    lines = [json.loads(line) for line in (out / "clip.jsonl").read_text().splitlines()]
+    lines = read_frame_lines(out / "clip.jsonl")[1]
     assert [r["frame"] for r in lines] == [*range(5), *range(8, 20)]
     cap = cv2.VideoCapture(str(out / "clip.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 17
@@ -155,14 +155,14 @@ def test_infer_clips_boxes_to_the_image_unless_raw_boxes(tmp_path: Path, convert
     base = ["infer", str(src / "000000000034.jpg"), "-w", str(converted), "--device", "cpu"]
     clipped = runner.invoke(app, [*base, "-o", str(tmp_path / "clipped")])
     assert clipped.exit_code == 0, clipped.output
-    boxes = np.array([r["bbox"] for r in json.loads((tmp_path / "clipped" / "detections.json").read_text())])
+    boxes = np.array([r["bbox"] for r in read_detections(tmp_path / "clipped" / "detections.json")[1]])
     assert len(boxes) > 0
     assert (boxes[:, 0::2] >= 0).all() and (boxes[:, 0::2] <= width).all()
     assert (boxes[:, 1::2] >= 0).all() and (boxes[:, 1::2] <= height).all()
 
     raw = runner.invoke(app, [*base, "-o", str(tmp_path / "raw"), "--raw-boxes"])
     assert raw.exit_code == 0, raw.output
-    raw_records = json.loads((tmp_path / "raw" / "detections.json").read_text())
+    raw_records = read_detections(tmp_path / "raw" / "detections.json")[1]
     raw_boxes = np.array([r["bbox"] for r in raw_records])
     # The raw run keeps upstream's value: the table reaches y2 = 584.36 on the 425-px image.
     table = [r["bbox"] for r in raw_records if r["category"] == "dining table"]
@@ -187,7 +187,7 @@ def test_video_infer_clips_boxes_to_the_frame(tmp_path: Path, converted: Path) -
         app, ["infer", str(video), "-w", str(converted), "-o", str(out), "--device", "cpu"]
     )
     assert result.exit_code == 0, result.output
-    (record,) = [json.loads(line) for line in (out / "one.jsonl").read_text().splitlines()]
+    (record,) = read_frame_lines(out / "one.jsonl")[1]
     boxes = np.array([d["bbox"] for d in record["detections"]])
     assert len(boxes) > 0
     assert (boxes[:, 0::2] >= 0).all() and (boxes[:, 0::2] <= 640).all()
@@ -230,7 +230,7 @@ def test_video_json_time_is_the_position_in_the_video(tmp_path: Path, tiny_weigh
     args = ["infer", str(video), "-w", str(tiny_weights), "-o", str(out), "--stride", "2"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    lines = [json.loads(line) for line in (out / "clip.jsonl").read_text().splitlines()]
+    lines = read_frame_lines(out / "clip.jsonl")[1]
     assert [(r["frame"], r["time"], r["time_base"]) for r in lines] == [
         (0, 0.0, "video"),
         (2, 0.5, "video"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import cv2
@@ -12,6 +11,7 @@ from typer.testing import CliRunner
 
 import odcli
 from odcli.cli.main import app
+from odcli.inference.outputs import read_frame_lines
 from odcli.inference.sources import is_video_source, parse_source
 from odcli.weights.checkpoint import save_checkpoint
 
@@ -50,7 +50,8 @@ def test_video_infer_writes_video_and_json_lines(tmp_path: Path, tiny_weights: P
         app, ["infer", str(video), "-w", str(tiny_weights), "-o", str(out), "--score-thr", "0.0"]
     )
     assert result.exit_code == 0, result.output
-    lines = [json.loads(line) for line in (out / "clip.jsonl").read_text().splitlines()]
+    header, lines = read_frame_lines(out / "clip.jsonl")
+    assert header is not None and header["settings"]["score_thr"] == 0.0
     assert [r["frame"] for r in lines] == list(range(6))
     assert all({"bbox", "score", "category"} <= set(d) for r in lines for d in r["detections"])
     cap = cv2.VideoCapture(str(out / "clip.mp4"))
@@ -67,7 +68,8 @@ def test_video_stride_skips_frames(tmp_path: Path, tiny_weights: Path) -> None:
     args = ["infer", "--video", str(video), "-w", str(tiny_weights), "-o", str(out), "--stride", "2"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    lines = [json.loads(line) for line in (out / "clip.jsonl").read_text().splitlines()]
+    header, lines = read_frame_lines(out / "clip.jsonl")
+    assert header is not None and header["settings"]["stride"] == 2
     assert [r["frame"] for r in lines] == [0, 2, 4]
 
 

@@ -14,6 +14,7 @@ import torch
 
 import odcli
 from odcli.boxes.overlaps import pairwise_iou
+from odcli.inference.outputs import read_detections
 from odcli.models.fuse import reparameterize
 from tests.conftest import COCO128, PPDET_REF, require
 
@@ -340,7 +341,7 @@ def test_cli_eval_and_infer_run_the_deployed_model(converted_pair: tuple[Path, P
         app, ["infer", str(image), "-w", str(deployed), "--out", str(tmp_path / "infer"), "--device", "cpu"]
     )
     assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "infer" / "detections.json").read_text())
+    assert read_detections(tmp_path / "infer" / "detections.json")[1]
 
 
 def test_cli_deploy_refuses_models_without_repvgg(tmp_path: Path) -> None:

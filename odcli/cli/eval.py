@@ -10,6 +10,7 @@ import typer
 
 from odcli.cli.common import console, user_errors
 from odcli.cli.options import (
+    backend_option,
     batch_size_option,
     check_at_least,
     device_option,
@@ -27,9 +28,14 @@ if TYPE_CHECKING:
 @user_errors
 def evaluate(
     target: str | None = typer.Argument(
-        None, help="Recipe (.yaml/.toml) or odet checkpoint (.safetensors); default: the latest run's best."
+        None,
+        help="Recipe (.yaml/.toml), odet checkpoint (.safetensors) or a file odet export wrote (.onnx, "
+        ".xml, .torchscript, .engine; give the data with --ann/--images); default: the latest run's best.",
     ),
-    weights: Path | None = weights_option("Needed when TARGET is a recipe: the weights to evaluate."),
+    weights: Path | None = weights_option(
+        "Needed when TARGET is a recipe: the weights to evaluate (an exported file too)."
+    ),
+    backend: str | None = backend_option(),
     set_: list[str] = set_option(),
     ann: Path | None = typer.Option(
         None, "--ann", help="COCO annotation JSON (default: the recipe's val_ann)."
@@ -41,8 +47,8 @@ def evaluate(
     device: str = device_option(),
     out: Path | None = out_option(
         None,
-        "Detections JSON (COCO results). Default: <checkpoint>_detections.json next to the checkpoint, "
-        "or runs/eval/detections.json. The metrics JSON is written beside it.",
+        "Detections JSON (COCO results). Default: <model>_detections.json next to the checkpoint or "
+        "exported file, or runs/eval/detections.json. The metrics JSON is written beside it.",
     ),
     max_images: int | None = typer.Option(None, "--max-images", help="Evaluate only the first N images."),
     workers: int = workers_option(2),
@@ -79,7 +85,8 @@ def evaluate(
     if confusion_thr is not None and not 0.0 <= confusion_thr <= 1.0:
         raise OdetError(f"--confusion-thr must be a score in [0, 1], got {confusion_thr}")
     if detections is not None:
-        _score_file(detections, target, weights, ann, images, out, max_images, set_, confusion_thr, plots)
+        model_args = {"TARGET": target, "--weights": weights, "--backend": backend}
+        _score_file(detections, model_args, ann, images, out, max_images, set_, confusion_thr, plots)
         return
     if target is None:
         from odcli.engine.run_dir import default_weights
@@ -99,6 +106,7 @@ def evaluate(
         workers=workers,
         console=console,
         confusion_score_thr=confusion_thr,
+        backend=backend,
     )
     render_eval_table(report.metrics, console, all_classes=all_classes, prf1=True)
     console.print(f"detections → {report.detections_path}\nmetrics    → {report.metrics_path}")
@@ -123,8 +131,7 @@ def _pictures(metrics: EvalResult, metrics_path: Path, plots: bool) -> None:
 
 def _score_file(
     detections: Path,
-    target: str | None,
-    weights: Path | None,
+    model_args: dict[str, object],
     ann: Path | None,
     images: Path | None,
     out: Path | None,
@@ -138,8 +145,7 @@ def _score_file(
     from odcli.evaluation.report import render_eval_table
 
     given = {
-        "TARGET": target is not None,
-        "--weights": weights is not None,
+        **{name: value is not None for name, value in model_args.items()},
         "--images": images is not None,
         "--out": out is not None,
         "--max-images": max_images is not None,

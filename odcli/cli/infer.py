@@ -12,8 +12,10 @@ from rich.table import Table
 
 from odcli.cli.common import console, ensure_output_dir, user_errors, warn
 from odcli.cli.options import (
+    EXPORTED_HELP,
     InferOptions,
     arch_option,
+    backend_option,
     batch_size_option,
     check_at_least,
     check_fraction,
@@ -75,10 +77,51 @@ def infer(
     source: str | None = typer.Argument(
         None, help="Image file, directory, glob ('imgs/*.jpg'), video file, cam0…, or rtsp/http URL."
     ),
-    weights: Path | None = weights_option("Upstream files need --arch. Default: the latest run's best."),
+    weights: Path | None = weights_option(
+        f"Upstream files need --arch. {EXPORTED_HELP} Default: the latest run's best."
+    ),
+    backend: str | None = backend_option(),
     arch: str | None = arch_option("Needed for upstream .pth / .pdparams weights."),
     out: Path = out_option(Path("runs/infer"), "Directory for annotated images + JSON."),
-    score_thr: float = typer.Option(0.3, "--score-thr", help="Keep detections with score >= this."),
+    score_thr: float = typer.Option(
+        0.3, "--score-thr", "--conf", help="Keep detections with score >= this (--conf: the same)."
+    ),
+    iou: float | None = typer.Option(
+        None,
+        "--iou",
+        help="NMS IoU threshold: no two kept boxes of a class overlap more. Default: the model's.",
+    ),
+    classes: list[str] = typer.Option(
+        [],
+        "--classes",
+        metavar="NAME|ID",
+        help="Keep only these classes (names or ids; comma-separated or repeated).",
+    ),
+    imgsz: str | None = typer.Option(
+        None,
+        "--imgsz",
+        metavar="N|H,W",
+        help="Test size: N = the longer side (RTMDet: an NxN canvas; PP-YOLOE: NxN) or H,W. Fixed-size "
+        "inputs (RTMDet, PP-YOLOE) round up to a multiple of 32. Default: the model's (640; RetinaNet "
+        "1333x800).",
+    ),
+    max_det: int | None = typer.Option(
+        None,
+        "--max-det",
+        help="Detections per image, the best first. Default: the model's (RTMDet 300, RetinaNet 100).",
+    ),
+    half: bool = typer.Option(False, "--half", help="fp16 weights and compute (CUDA only)."),
+    save_txt: bool = typer.Option(
+        False,
+        "--save-txt",
+        help="Also write YOLO labels: OUT/labels/<stem>.txt, 'class cx cy w h' normalised.",
+    ),
+    save_conf: bool = typer.Option(False, "--save-conf", help="With --save-txt: the score as a 6th column."),
+    save_crop: bool = typer.Option(
+        False,
+        "--save-crop",
+        help="Also write each detection cut from the image: OUT/crops/<class>/<stem>.jpg.",
+    ),
     device: str = device_option(),
     batch_size: int = batch_size_option(4),
     video: str | None = typer.Option(None, "--video", help="Video file, camera (cam0, cam1…) or stream URL."),
@@ -102,20 +145,39 @@ def infer(
 
     Boxes are xyxy pixels of the original image, clipped to it (0..width, 0..height); a box
     entirely outside the image is dropped. --raw-boxes keeps upstream's boxes, which eval and
-    the Python API's predict() reproduce exactly.
+    the Python API's predict() reproduce exactly. Both JSON outputs start with an "odet" header:
+    version, weights, arch and the settings used (score_thr, iou, classes, imgsz, max_det, …).
+
+    --classes keeps those classes among the model's own detections, then --max-det the best of
+    them. --save-txt / --save-crop write one file per image (video: per frame, <name>_<frame>).
 
     An image or video frame that cannot be decoded is skipped with a warning; the others are
     written. Exit status: 0 = every input processed; 1 = finished, but some images or frames were
     skipped (listed on stderr); 2 = nothing done (bad arguments or input, or no image could be read).
     """
     from odcli.engine.run_dir import default_weights
+    from odcli.inference.outputs import SaveOptions
+    from odcli.inference.predict_options import PredictOptions, parse_imgsz, split_values
     from odcli.inference.sources import is_video_source
 
     if weights is None:
         weights = default_weights()
         console.print(f"using the latest run's weights: {weights}")
     check_fraction(score_thr, "--score-thr")
-    options = InferOptions(weights, arch, out, score_thr, device, compile_, raw_boxes)
+    predict = PredictOptions(iou, split_values(classes), parse_imgsz(imgsz), max_det, half)
+    save = SaveOptions(txt=save_txt, conf=save_conf, crop=save_crop)
+    options = InferOptions(
+        weights,
+        arch,
+        out,
+        score_thr,
+        device,
+        compile_,
+        raw_boxes,
+        backend=backend,
+        predict=predict,
+        save=save,
+    )
 
     if video is None and source is not None and is_video_source(source):
         video = source
@@ -137,6 +199,7 @@ def infer(
 def _infer_images(source: str, options: InferOptions, batch_size: int) -> None:
     """The image half of :func:`infer`: detect (one core call per batch), draw, write, summarise."""
     from odcli.inference.detect import detect_images
+    from odcli.inference.outputs import DetectionFiles
     from odcli.inference.sources import collect_images
     from odcli.viz.draw import draw_detections
     from odcli.weights.checkpoint import write_json_atomic
@@ -146,6 +209,7 @@ def _infer_images(source: str, options: InferOptions, batch_size: int) -> None:
     _prepare_out_dir(out, paths)
     loaded, predictor, settings = options.load()
     names = _output_names(paths)
+    files = DetectionFiles(out, loaded.classes, options.save)
 
     records: list[dict] = []
     skipped: list[Path] = []
@@ -174,6 +238,7 @@ def _infer_images(source: str, options: InferOptions, batch_size: int) -> None:
                     score_thr=score_thr, max_dets=len(det["scores"]),
                 )  # fmt: skip
                 _write_image(out / names[done.path], canvas)
+                files.write(done.image, det, Path(names[done.path]).stem)
                 records += done.records
             progress.advance(task, len(batch.done) + len(batch.skipped))
     done_count = len(paths) - len(skipped)
@@ -181,10 +246,10 @@ def _infer_images(source: str, options: InferOptions, batch_size: int) -> None:
         raise OdetError(
             f"none of the {len(paths)} images could be decoded (see the warnings); nothing written"
         )
-    write_json_atomic(out / "detections.json", records)
+    write_json_atomic(out / "detections.json", {**settings.header, "detections": records})
     total_s = time.perf_counter() - start
 
-    table = Table(title=f"odet infer — {loaded.model.arch}", title_justify="left", show_header=False)
+    table = Table(title=f"odet infer — {loaded.arch}", title_justify="left", show_header=False)
     table.add_column(style="dim")
     table.add_column(overflow="fold")
     table.add_row("images", f"{done_count}" + (f" ({len(skipped)} skipped)" if skipped else ""))
@@ -192,10 +257,12 @@ def _infer_images(source: str, options: InferOptions, batch_size: int) -> None:
     table.add_row(
         "ms/image", f"{1000 * infer_s / done_count:.1f} model · {1000 * total_s / done_count:.1f} total"
     )
-    table.add_row("device", str(predictor.device))
+    table.add_row("device", getattr(loaded, "runtime", str(predictor.device)))
     boxes = "as the model gives them (--raw-boxes)" if options.raw_boxes else "clipped to each image"
     table.add_row("boxes", boxes)
-    table.add_row("output", f"{out}/ (annotated images, detections.json)")
+    table.add_row(
+        "output", f"{out}/ (" + ", ".join(["annotated images", "detections.json", *files.folders]) + ")"
+    )
     console.print(table)
     if skipped:
         warn(f"skipped {len(skipped)} of {len(paths)} images that could not be decoded: {_listing(skipped)}")

@@ -28,6 +28,7 @@ def infer_video(
     import cv2
 
     from odcli.inference.detect import detect_frames
+    from odcli.inference.outputs import DetectionFiles, with_settings
     from odcli.inference.sources import FrameReader, parse_source
     from odcli.viz.draw import draw_detections
 
@@ -36,6 +37,7 @@ def infer_video(
     out = options.out
     check_output_location(out, "choose another --out")
     loaded, predictor, settings = options.load()
+    files = DetectionFiles(out, loaded.classes, options.save)
     video_path = out / f"{spec.name}.mp4"
     lines_path = out / f"{spec.name}.jsonl"
     writer = None
@@ -52,6 +54,7 @@ def infer_video(
         try:
             with open(tmp_lines, "w") as lines, Live(console=console, transient=True) as live:
                 reported = 0
+                lines.write(json.dumps(with_settings(settings.header, stride=stride)) + "\n")
                 results = detect_frames(predictor, reader, settings, time_base=spec.time_base, name=spec.name)
                 for result in results:
                     reported = _report_skipped(reader.skipped, reported, spec.target)
@@ -61,6 +64,7 @@ def infer_video(
                     fps_smoothed = 1.0 / dt if frames == 0 else 0.9 * fps_smoothed + 0.1 / dt
                     lines.write(json.dumps(result.record) + "\n")
                     det = result.det
+                    files.write(result.frame.image, det, f"{spec.name}_{result.frame.index}")
                     canvas = draw_detections(
                         result.frame.image, det["boxes"], det["scores"], det["labels"], loaded.classes,
                         score_thr=options.score_thr, max_dets=len(det["scores"]),

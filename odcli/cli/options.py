@@ -21,10 +21,19 @@ if TYPE_CHECKING:
 
     from odcli.inference.detect import DetectionSettings
     from odcli.inference.load import LoadedModel
+    from odcli.inference.outputs import SaveOptions
+    from odcli.inference.predict_options import PredictOptions
     from odcli.inference.predictor import Predictor
+    from odcli.inference.runner import ExportedPredictor, LoadedExport
 
 WEIGHTS_HELP = (
     "Weights file: an odet .safetensors checkpoint, an MMDetection .pth or a PaddleDetection .pdparams."
+)
+EXPORTED_HELP = "Or a file odet export wrote: .onnx, .xml (OpenVINO), .torchscript, .engine (TensorRT)."
+BACKEND_HELP = (
+    "What runs an exported file: onnxruntime (.onnx default), openvino (.xml; also reads .onnx), "
+    "tensorrt (.engine; for .onnx ONNX Runtime's TensorRT provider) or torch (checkpoints, TorchScript). "
+    "Default: by the file's suffix."
 )
 ARCH_HELP = "Zoo model name, e.g. rtmdet_tiny, retinanet_r18, ppyoloe_s."
 DEVICE_HELP = "auto, cpu, cuda or cuda:N."
@@ -43,6 +52,11 @@ def weights_option(note: str = "") -> Any:
 def arch_option(note: str = "", *, required: bool = False) -> Any:
     """``--arch``: a zoo model name (``note``: what it is for in this command)."""
     return typer.Option(... if required else None, "--arch", help=_join(ARCH_HELP, note))
+
+
+def backend_option() -> Any:
+    """``--backend``: the runtime of an exported file (see :func:`odcli.inference.runner.check_backend`)."""
+    return typer.Option(None, "--backend", help=BACKEND_HELP)
 
 
 def device_option() -> Any:
@@ -86,21 +100,39 @@ class InferOptions:
     device: str
     compile_model: bool
     raw_boxes: bool
+    backend: str | None = None
+    predict: PredictOptions | None = None  # --iou, --classes, --imgsz, --max-det, --half
+    save: SaveOptions | None = None  # --save-txt, --save-conf, --save-crop
 
-    def load(self) -> tuple[LoadedModel, Predictor, DetectionSettings]:
-        """The model these options name, a predictor that keeps all it returns, and the settings
-        that threshold, clip and name its detections."""
+    def load(self) -> tuple[LoadedModel | LoadedExport, Predictor | ExportedPredictor, DetectionSettings]:
+        """The model (a checkpoint's, or an exported file opened by ``backend``) these options name,
+        a predictor that keeps all it returns, and the settings that select, threshold, clip and name
+        its detections (the predict options applied: :mod:`odcli.inference.predict_options`)."""
+        from odcli.cli.common import console
         from odcli.inference.detect import DetectionSettings
-        from odcli.inference.load import load_model
-        from odcli.inference.predictor import Predictor
+        from odcli.inference.outputs import output_header
+        from odcli.inference.predict_options import PredictOptions, configure_predictor
+        from odcli.inference.runner import load_predictor
 
-        loaded = load_model(
-            self.weights, arch=self.arch, device=self.device, compile_model=self.compile_model
+        predict = self.predict or PredictOptions()
+        predict.check(self.device)
+        loaded, predictor = load_predictor(
+            self.weights,
+            arch=self.arch,
+            backend=self.backend,
+            device=self.device,
+            compile_model=self.compile_model,
         )
+        predictor, applied = configure_predictor(predict, loaded, predictor)
+        for note in applied.notes:
+            console.print(f"note: {note}")
+        used = {"score_thr": self.score_thr, **applied.settings, "raw_boxes": self.raw_boxes}
         settings = DetectionSettings(
-            loaded.classes, loaded.cat_ids, score_thr=self.score_thr, raw_boxes=self.raw_boxes
-        )
-        return loaded, Predictor(loaded.model, score_thr=0.0), settings
+            loaded.classes, loaded.cat_ids, score_thr=self.score_thr, raw_boxes=self.raw_boxes,
+            max_dets=applied.max_dets, labels=applied.labels,
+            header=output_header(self.weights, loaded.arch, used),
+        )  # fmt: skip
+        return loaded, predictor, settings
 
 
 def check_at_least(value: int | None, flag: str, minimum: int = 1) -> None:

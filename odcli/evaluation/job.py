@@ -1,7 +1,8 @@
 """``odet eval`` as one call: a recipe or checkpoint in, COCO metrics and the files they are written to out.
 
-:func:`evaluate_checkpoint` decides what to evaluate (a recipe with weights, or an odet checkpoint
-with the recipe it stores, both with ``--set`` overrides), on which data (the recipe's validation
+:func:`evaluate_checkpoint` decides what to evaluate (a recipe with weights, an odet checkpoint with
+the recipe it stores, both with ``--set`` overrides, or an exported file run by its runtime:
+:mod:`odcli.evaluation.targets`), on which data (the recipe's validation
 split unless an annotation file / image folder is given), runs the model over it
 (:func:`~odcli.evaluation.run.run_coco_eval`) and writes the detections (COCO results JSON) and
 the metrics beside them. Printing the tables is the caller's.
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,10 +27,13 @@ from odcli.errors import OdetError
 from odcli.evaluation.coco import evaluate_coco
 from odcli.evaluation.report import EvalResult
 from odcli.evaluation.run import eval_transforms, run_coco_eval
-from odcli.inference.load import check_weights_path, checkpoint_sections, load_model
-from odcli.recipe import RECIPE_SUFFIXES, Recipe, load_recipe, parse_override, recipe_from_dict
+from odcli.evaluation.targets import resolve_target
+from odcli.inference.load import load_model
+from odcli.inference.outputs import as_coco_results, read_detections
+from odcli.inference.runner import ExportedPredictor
+from odcli.recipe import Recipe
 from odcli.runtime.paths import ensure_output_dir
-from odcli.weights.checkpoint import read_meta, write_json_atomic
+from odcli.weights.checkpoint import write_json_atomic
 
 __all__ = ["EvalReport", "ScoredDetections", "evaluate_checkpoint", "metrics_path_for", "score_detections"]
 
@@ -48,6 +51,7 @@ class EvalReport:
         metrics_path: the metrics JSON written beside it.
         seconds: wall time of the run (prediction and scoring).
         device: where the model ran.
+        backend: what ran it: ``torch``, or an exported file's runtime (``onnxruntime`` …).
     """
 
     metrics: EvalResult
@@ -59,6 +63,7 @@ class EvalReport:
     metrics_path: Path
     seconds: float
     device: torch.device
+    backend: str = "torch"
 
     @property
     def ms_per_image(self) -> float:
@@ -71,50 +76,6 @@ def metrics_path_for(detections: Path) -> Path:
     stem = detections.stem
     stem = stem[: -len("detections")] + "metrics" if stem.endswith("detections") else f"{stem}_metrics"
     return detections.with_name(stem + ".json")
-
-
-def _apply_overrides(sections: dict[str, dict[str, Any]], overrides: Sequence[str]) -> None:
-    """``--set section.key=value`` on a stored recipe (values are validated when it is rebuilt)."""
-    for text in overrides:
-        section, key, value = parse_override(text)
-        if section not in ("model", "data", "train"):
-            raise OdetError(f"unknown section {section!r} in --set {text}: use model., data. or train.")
-        sections.setdefault(section, {})[key] = value
-
-
-def _target_recipe(path: Path, weights: Path | None, overrides: Sequence[str]) -> tuple[Recipe, Path, bool]:
-    """(recipe, weights file, whether the recipe names a dataset) for a recipe or checkpoint TARGET."""
-    suffix = path.suffix.lower()
-    if suffix in RECIPE_SUFFIXES:
-        recipe = load_recipe(path, list(overrides))
-        if weights is None:
-            raise OdetError(
-                "evaluating a recipe needs weights: pass --weights FILE (or evaluate a checkpoint directly: "
-                "odet eval run/best.safetensors)"
-            )
-        check_weights_path(weights)
-        return recipe, weights, True
-    if suffix == ".safetensors":
-        if weights is not None:
-            raise OdetError(
-                f"{path.name} is already a checkpoint: drop --weights (or pass a recipe as TARGET)"
-            )
-        meta = read_meta(path)
-        sections = checkpoint_sections(meta, path, fix="evaluate it as: odet eval RECIPE --weights FILE")
-        _apply_overrides(sections, overrides)
-        recipe = recipe_from_dict(sections, name=path.stem)
-        if meta.get("recipe_path"):
-            # Relative data paths in the stored recipe were written relative to the recipe file.
-            recipe.path = Path(meta["recipe_path"]).expanduser().resolve()
-        return recipe, path, "data" in sections
-    if suffix in (".pth", ".pt", ".ckpt"):
-        raise OdetError(
-            f"{path.name} is an upstream checkpoint: convert it first "
-            f"(odet convert-weights {path.name} model.safetensors --arch ...) or pass a recipe with --weights"
-        )
-    raise OdetError(
-        f"TARGET must be a recipe (.yaml/.yml/.toml) or an odet checkpoint (.safetensors): {path}"
-    )
 
 
 def _eval_dataset(
@@ -161,48 +122,64 @@ def evaluate_checkpoint(
     console: Console | None = None,
     progress: bool = True,
     confusion_score_thr: float | None = None,
+    backend: str | None = None,
 ) -> EvalReport:
-    """Evaluate a recipe + weights, or an odet checkpoint, on a COCO-format dataset.
+    """Evaluate a recipe + weights, an odet checkpoint, or an exported file on a COCO-format dataset.
 
     Args:
-        target: a recipe (``.yaml``/``.yml``/``.toml``, needs ``weights``) or an odet ``.safetensors``
-            checkpoint (its stored recipe gives the model and, if stored, the dataset).
+        target: a recipe (``.yaml``/``.yml``/``.toml``, needs ``weights``), an odet ``.safetensors``
+            checkpoint (its stored recipe gives the model and, if stored, the dataset), or a file
+            ``odet export`` wrote (``.onnx``, ``.xml``, …: run by its runtime; the data from
+            ``ann`` / ``images`` or ``--set data.*``).
         weights: the weights to evaluate when ``target`` is a recipe (``.safetensors``, ``.pth``,
-            ``.pdparams``).
+            ``.pdparams``, or an exported file).
         overrides: ``section.key=value`` recipe overrides (``--set``).
         ann, images: a COCO annotation file / image directory instead of the recipe's validation split.
         batch_size: images per forward pass.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         out: detections JSON to write (default ``<checkpoint>_detections.json`` beside an odet
-            checkpoint, else ``runs/eval/detections.json``); the metrics go beside it
+            checkpoint or an exported file, else ``runs/eval/detections.json``); the metrics go beside it
             (:func:`metrics_path_for`).
         max_images: evaluate only the first this many images.
         workers: data-loading worker processes.
         console: where the one-line header and the progress bar go (None: nowhere).
         progress: show a progress bar on ``console``.
         confusion_score_thr: score threshold of the confusion matrix (None: the best-F1 one).
+        backend: the runtime of an exported file (:data:`~odcli.inference.runner.BACKENDS`; None:
+            by its suffix). Its batches go through the file's batch size (a fixed-batch file takes
+            any number of images: the last chunk is padded).
 
     Raises:
-        OdetError: a target, weights file, dataset or output location that cannot be used.
+        OdetError: a target, weights file, dataset or output location that cannot be used; options
+            that cannot apply to an exported file (``--set model.*``, another architecture's recipe).
     """
     path = Path(target).expanduser()
     if not path.is_file():
         raise OdetError(
-            f"TARGET not found: {target} (give a recipe .yaml/.toml or an odet .safetensors checkpoint)"
+            f"TARGET not found: {target} (give a recipe .yaml/.toml, an odet .safetensors checkpoint "
+            "or an exported .onnx/.xml)"
         )
-    recipe, weights, has_data = _target_recipe(path, weights, overrides)
+    resolved = resolve_target(path, weights, overrides, backend=backend, device=device)
+    recipe, weights, has_data = resolved.recipe, resolved.weights, resolved.has_data
     dataset = _eval_dataset(recipe, ann=ann, images=images, has_data=has_data, target=path)
     ann_file, image_dir = Path(dataset.ann_file), Path(dataset.image_dir)
     if out is None:
         out = (
             weights.with_name(f"{weights.stem}_detections.json")
-            if weights.suffix == ".safetensors"
+            if weights.suffix == ".safetensors" or resolved.exported is not None
             else Path("runs/eval/detections.json")
         )
     ensure_output_dir(out.parent)
 
-    loaded = load_model(weights, config=recipe.model, device=device)
-    model = loaded.model
+    if resolved.exported is None:
+        loaded = load_model(weights, config=recipe.model, device=device)
+        model: Any = loaded.model
+        stored, arch, runs_on, used = loaded.meta, model.arch, loaded.device, "torch"
+    else:
+        exported = resolved.exported
+        model = ExportedPredictor(exported.backend)
+        stored, arch, runs_on = {"cat_ids": exported.cat_ids}, exported.arch, exported.device
+        used = exported.backend.name
     dataset.transforms = eval_transforms(model)
     n_eval = len(dataset) if max_images is None else min(max_images, len(dataset))
     # A missing file would otherwise surface minutes in, from inside a loader worker.
@@ -212,19 +189,18 @@ def evaluate_checkpoint(
             f"{len(missing)} of {n_eval} images listed in {ann_file.name} are missing from {image_dir} "
             f"(e.g. {missing[0].name}); check --images / data.val_images"
         )
-    cat_ids = _model_cat_ids(loaded.meta, dataset, model.num_classes, ann_file)
+    cat_ids = _model_cat_ids(stored, dataset, model.num_classes, ann_file)
 
     if console is not None:
-        console.print(
-            f"[bold]eval[/] {weights} ({model.arch}) on {ann_file} — {n_eval} images, device {loaded.device}"
-        )
+        where = f"device {runs_on}" if used == "torch" else f"{used} on {runs_on}"
+        console.print(f"[bold]eval[/] {weights} ({arch}) on {ann_file} — {n_eval} images, {where}")
     start = time.perf_counter()
     metrics, results = run_coco_eval(
         model,
         dataset,
         batch_size=batch_size,
         num_workers=workers,
-        device=loaded.device,
+        device=runs_on,
         cat_ids=cat_ids,
         progress=progress and console is not None,
         max_images=max_images,
@@ -238,7 +214,8 @@ def evaluate_checkpoint(
         metrics_path,
         {
             "weights": str(weights),
-            "arch": model.arch,
+            "arch": arch,
+            "backend": used,
             "ann_file": str(ann_file),
             "image_dir": str(image_dir),
             "detections_file": str(out),
@@ -249,13 +226,14 @@ def evaluate_checkpoint(
     return EvalReport(
         metrics=metrics,
         weights=weights,
-        arch=model.arch,
+        arch=arch,
         ann_file=ann_file,
         image_dir=image_dir,
         detections_path=out,
         metrics_path=metrics_path,
         seconds=seconds,
-        device=loaded.device,
+        device=runs_on,
+        backend=used,
     )
 
 
@@ -281,16 +259,11 @@ class ScoredDetections:
 _RESULT_KEYS = ("image_id", "category_id", "bbox", "score")
 
 
-def _read_results(path: Path) -> list[dict[str, Any]]:
-    """A COCO results JSON: a list of ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}``."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise OdetError(f"detections file not found: {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise OdetError(f"cannot read detections file {path}: {exc}") from None
-    if not isinstance(data, list):
-        raise OdetError(f"{path} is not a COCO results file (expected a JSON list of detections)")
+def _read_results(path: Path, images: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A COCO results JSON: a list of ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}``,
+    or the ``detections.json`` of ``odet infer`` (its records matched to the annotation file's
+    ``images`` by file name: :func:`~odcli.inference.outputs.as_coco_results`)."""
+    data = as_coco_results(read_detections(path)[1], images)
     for r in data:
         ok = isinstance(r, dict) and all(k in r for k in _RESULT_KEYS)
         if not ok or not (isinstance(r["bbox"], list) and len(r["bbox"]) == 4):
@@ -311,8 +284,8 @@ def score_detections(
     Raises:
         OdetError: an unreadable detections or annotation file, or detections of unknown images.
     """
-    results = _read_results(detections)
     data = load_coco_json(ann)
+    results = _read_results(detections, data.get("images", []))
     coco_gt = COCO()
     coco_gt.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools narrates its indexing

@@ -3,12 +3,14 @@ periodic evaluation.
 
 The pipeline is the upstream test pipeline: keep-ratio resize (+ pad for RTMDet) per image,
 batch, normalise, ``model.predict`` with boxes rescaled to original pixels, COCO results, then
-pycocotools with MMDetection's settings (:mod:`odcli.evaluation.coco`).
+pycocotools with MMDetection's settings (:mod:`odcli.evaluation.coco`). An exported file
+(:class:`~odcli.inference.runner.ExportedPredictor`) takes the same batches pasted on its canvas,
+and its runtime does the rest.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -24,13 +26,18 @@ from odcli.data.pipelines import build_test_transforms
 from odcli.data.sample import Compose
 from odcli.evaluation.coco import detections_to_coco, evaluate_coco
 from odcli.evaluation.report import EvalResult
+from odcli.inference.runner import ExportedPredictor
+from odcli.models.dense_head import Detections
 from odcli.models.detector import Detector
 
 __all__ = ["eval_transforms", "run_coco_eval"]
 
 
-def eval_transforms(model: Detector) -> Compose:
-    """The test-time pipeline ``model`` expects (its :class:`InputSpec`): give it to the dataset."""
+def eval_transforms(model: Detector | ExportedPredictor) -> Compose:
+    """The test-time pipeline ``model`` expects (its :class:`InputSpec`, or an exported file's
+    own): give it to the dataset."""
+    if isinstance(model, ExportedPredictor):
+        return model.transforms
     spec = model.input_spec
     return build_test_transforms(
         spec.test_scale,
@@ -41,9 +48,27 @@ def eval_transforms(model: Detector) -> Compose:
     )
 
 
+def _batch_predictor(
+    model: Detector | ExportedPredictor, device: torch.device
+) -> tuple[Callable[[torch.Tensor, list[dict[str, Any]]], Detections], int, int]:
+    """(collated (B, 3, H, W) batch + metas → detections, the loader's pad value, its size divisor)."""
+    if isinstance(model, ExportedPredictor):  # the runtime normalises; the batch goes on its canvas
+
+        def exported(images: torch.Tensor, metas: list[dict[str, Any]]) -> Detections:
+            return model.predict_canvases(model.collated_canvases(images, metas), metas)
+
+        return exported, int(model.meta.pad_value), 1
+    spec = model.input_spec
+
+    def torch_model(images: torch.Tensor, metas: list[dict[str, Any]]) -> Detections:
+        return model.predict(prepare_batch(images, metas, spec, device), metas)
+
+    return torch_model, int(spec.pad_value), spec.size_divisor
+
+
 @torch.no_grad()
 def run_coco_eval(
-    model: Detector,
+    model: Detector | ExportedPredictor,
     dataset: CocoDetection,
     *,
     batch_size: int,
@@ -59,7 +84,8 @@ def run_coco_eval(
 
     Args:
         model: the detector (already on ``device``); put in eval mode for the run and restored to
-            its previous train/eval mode afterwards, so the trainer can call this mid-training.
+            its previous train/eval mode afterwards, so the trainer can call this mid-training. Or
+            an exported file's predictor (``device`` is then its own).
         dataset: a :class:`CocoDetection` whose ``transforms`` are the model's test pipeline
             (:func:`eval_transforms`).
         batch_size: images per forward pass.
@@ -81,8 +107,11 @@ def run_coco_eval(
     cat_ids = list(cat_ids) if cat_ids is not None else list(dataset.cat_ids)
     if len(cat_ids) != model.num_classes:
         raise ValueError(f"{len(cat_ids)} category ids for a model with {model.num_classes} classes")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    spec = model.input_spec
+    if isinstance(model, ExportedPredictor):
+        device = model.device
+    else:
+        device = torch.device(device) if device is not None else next(model.parameters()).device
+    predict, pad_value, size_divisor = _batch_predictor(model, device)
 
     image_ids = list(dataset.image_ids)
     source: CocoDetection | Subset = dataset
@@ -94,13 +123,15 @@ def run_coco_eval(
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
-        pad_value=int(spec.pad_value),
-        size_divisor=spec.size_divisor,
+        pad_value=pad_value,
+        size_divisor=size_divisor,
         pin_memory=device.type == "cuda",
     )
 
-    was_training = model.training
-    model.eval()
+    module = model if isinstance(model, torch.nn.Module) else None
+    was_training = module is not None and module.training
+    if module is not None:
+        module.eval()
     results: list[dict[str, Any]] = []
     bar = Progress(
         TextColumn("[bold]eval"),
@@ -116,12 +147,12 @@ def run_coco_eval(
         with bar:
             task = bar.add_task("eval", total=len(image_ids))
             for images, _, metas in _batches(loader):
-                batch = prepare_batch(images, metas, spec, device)
-                dets = model.predict(batch, metas)
+                dets = predict(images, metas)
                 results.extend(detections_to_coco(dets, metas, cat_ids))
                 bar.advance(task, len(metas))
     finally:
-        model.train(was_training)
+        if module is not None:
+            module.train(was_training)
 
     metrics = evaluate_coco(
         dataset.coco,

@@ -14,7 +14,7 @@ from odcli.export.graph import POSTPROCESS_STYLE, ExportGraph
 from odcli.inference.backends.meta import ExportMeta
 from odcli.inference.load import LoadedModel
 from odcli.models.detector import Detector, InputSpec
-from odcli.models.layers import ChannelAttention
+from odcli.models.fuse import to_half
 
 __all__ = ["ExportPlan", "export_canvas", "plan_export"]
 
@@ -57,16 +57,6 @@ def level_counts(model: Detector, canvas: tuple[int, int]) -> tuple[int, ...]:
     h, w = canvas
     per_location = int(getattr(model.head, "num_anchors", 1))
     return tuple(math.ceil(h / s) * math.ceil(w / s) * per_location for s in model.head.strides)
-
-
-def to_half(model: Detector) -> Detector:
-    """``model`` in float16, in place, except the layers that compute in float32 by design (RTMDet's
-    channel attention pools and gates in float32 even under autocast)."""
-    model.half()
-    for module in model.modules():
-        if isinstance(module, ChannelAttention):
-            module.float()
-    return model
 
 
 def _round_up(side: int) -> int:

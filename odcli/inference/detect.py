@@ -20,7 +20,8 @@ import torch
 
 from odcli.data.image_io import read_image
 from odcli.errors import OdetError
-from odcli.inference.predictor import Predictor, clip_to_image, finest_stride, tiny_image_warning
+from odcli.inference.predict_options import select_detections
+from odcli.inference.predictor import Predictor, clip_to_image, tiny_image_warning
 from odcli.inference.records import frame_record, image_records
 from odcli.inference.sources import Frame
 
@@ -38,19 +39,25 @@ __all__ = [
 class DetectionSettings:
     """How detections become output: ``classes`` / ``cat_ids`` name each label, detections scoring at
     least ``score_thr`` are kept — of the model's best ``max_dets`` per image (None: all it returns)
-    —, and boxes are clipped to the image unless ``raw_boxes``. Both limits go to the
-    post-processing, which then spends no time on detections that would be dropped here."""
+    of the classes ``labels`` (None: all; ``--classes``) —, and boxes are clipped to the image
+    unless ``raw_boxes``. Both limits go to the post-processing, which then spends no time on
+    detections that would be dropped here. ``header``: the ``{"odet": …}`` object the outputs start
+    with (:func:`~odcli.inference.outputs.output_header`)."""
 
     classes: Sequence[str]
     cat_ids: Sequence[int]
     score_thr: float = 0.0
     raw_boxes: bool = False
     max_dets: int | None = None
+    labels: tuple[int, ...] | None = None
+    header: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def limits(self) -> dict[str, Any]:
         """The ``min_score`` / ``max_dets`` keywords of :meth:`~odcli.inference.predictor.Predictor.__call__`
-        that ask the post-processing for these detections only."""
-        return {"min_score": self.score_thr if self.score_thr > 0 else None, "max_dets": self.max_dets}
+        that ask the post-processing for these detections only (with ``labels`` the best
+        ``max_dets`` of those classes are picked afterwards, from everything it keeps)."""
+        max_dets = self.max_dets if self.labels is None else None
+        return {"min_score": self.score_thr if self.score_thr > 0 else None, "max_dets": max_dets}
 
 
 @dataclass
@@ -88,7 +95,9 @@ class ImageBatch:
 
 
 def _kept(det: dict[str, torch.Tensor], height: int, width: int, settings: DetectionSettings) -> dict:
-    """``det`` clipped to the (height, width) image unless raw boxes are asked for, then thresholded."""
+    """``det`` of the chosen classes and number, clipped to the (height, width) image unless raw
+    boxes are asked for, then thresholded."""
+    det = select_detections(det, settings.labels, settings.max_dets)
     if not settings.raw_boxes:
         det = clip_to_image(det, height, width)
     keep = det["scores"] >= settings.score_thr
@@ -111,7 +120,7 @@ def detect_images(
     Raises:
         OdetError: the only image cannot be decoded.
     """
-    stride = finest_stride(predictor.model)
+    stride = predictor.finest_stride
     for start in range(0, len(paths), batch_size):
         batch = ImageBatch()
         good: list[tuple[Path, np.ndarray]] = []
@@ -167,7 +176,7 @@ def detect_frames(
         time_base: what the frames' timestamps count (:attr:`~odcli.inference.sources.SourceSpec.time_base`).
         name: the source's name, for the small-frame warning.
     """
-    stride = finest_stride(predictor.model)
+    stride = predictor.finest_stride
     for count, frame in enumerate(frames):
         h, w = frame.image.shape[:2]
         warning = tiny_image_warning(h, w, stride, name) if count == 0 else None

@@ -13,6 +13,7 @@ meet:
 from __future__ import annotations
 
 import dataclasses
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,26 @@ from odcli.runtime.device import resolve_device
 from odcli.weights.checkpoint import read_meta
 from odcli.weights.load import load_weights
 
-__all__ = ["LoadedModel", "check_weights_path", "checkpoint_sections", "load_model", "model_config_of"]
+__all__ = [
+    "EXPORTED_SUFFIXES",
+    "LoadedModel",
+    "check_weights_path",
+    "checkpoint_sections",
+    "exported_format",
+    "load_model",
+    "model_config_of",
+]
+
+#: Suffix of a file ``odet export`` writes → its format (``.pt`` only when it holds odet's metadata).
+EXPORTED_SUFFIXES = {
+    ".onnx": "onnx",
+    ".xml": "openvino",
+    ".torchscript": "torchscript",
+    ".ts": "torchscript",
+    ".pt": "torchscript",
+    ".engine": "tensorrt",
+    ".plan": "tensorrt",
+}
 
 
 @dataclass
@@ -54,6 +74,25 @@ class LoadedModel:
     def device(self) -> torch.device:
         """Where the model's parameters are."""
         return next(self.model.parameters()).device
+
+    @property
+    def arch(self) -> str:
+        """The model's zoo name (``rtmdet_tiny``)."""
+        return self.model.arch
+
+
+def exported_format(path: Path) -> str | None:
+    """The format of a file ``odet export`` wrote (``onnx``, ``openvino``, ``torchscript``, ``tensorrt``),
+    told by its suffix; None for a checkpoint. A ``.pt`` is TorchScript only when it carries odet's
+    metadata (``torch.save`` checkpoints use the suffix too)."""
+    fmt = EXPORTED_SUFFIXES.get(path.suffix.lower())
+    if fmt == "torchscript" and path.suffix.lower() == ".pt":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                return fmt if any(n.endswith("/extra/odet.json") for n in archive.namelist()) else None
+        except (OSError, zipfile.BadZipFile):
+            return None
+    return fmt
 
 
 def check_weights_path(path: Path) -> None:
@@ -142,6 +181,11 @@ def load_model(
     meta: dict[str, Any] = {}
     if path is not None:
         check_weights_path(path)
+        if exported_format(path):
+            raise OdetError(
+                f"{path.name} is an exported file, not PyTorch weights: give the checkpoint it was "
+                "exported from (odet infer, eval and profile run exported files as they are)"
+            )
         if path.suffix == ".safetensors":
             meta = read_meta(path)
     if config is None and path is not None and path.suffix == ".safetensors":

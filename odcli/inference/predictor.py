@@ -39,6 +39,11 @@ class Predictor:
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
 
+    @property
+    def finest_stride(self) -> int:
+        """Pixels per cell of the model's finest feature level (``odet infer``'s small-image warning)."""
+        return finest_stride(self.model)
+
     def prepare(self, img: np.ndarray, *, file_name: str = "", image_id: int = 0) -> Sample:
         """Apply the test pipeline to one (H, W, 3) uint8 BGR image."""
         return self.transforms(image_sample(img, file_name=file_name, image_id=image_id))
@@ -59,6 +64,9 @@ class Predictor:
         batch = prepare_batch(images, metas, spec, self.device).to(self.dtype)
         floor = self._floor(min_score)
         decoded = self.model.decode(batch.contiguous(memory_format=torch.channels_last))
+        if decoded.scores.dtype != torch.float32:  # fp16 (--half): post-process in float32 like upstream,
+            # whose class offsets (label × largest coordinate) would lose whole pixels in fp16
+            decoded = decoded._replace(scores=decoded.scores.float(), boxes=decoded.boxes.float())
         dets = self.model.head.postprocess(decoded, metas, min_score=floor, max_dets=max_dets)
         out = []
         for det in dets:

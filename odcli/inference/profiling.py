@@ -1,5 +1,6 @@
 """Model cost: parameters, multiply-accumulates (MACs) and timed inference split into stages
-(``odet profile``: :func:`profile_models`), and the throughput of a recipe's training data pipeline.
+(``odet profile``: :func:`profile_models`; PyTorch models and exported files side by side, timed
+by :mod:`odcli.inference.timing`), and the throughput of a recipe's training data pipeline.
 
 MACs follow MMDetection's published convention (mmengine's fvcore-style counter): a convolution
 or matrix product counts one per multiply-accumulate (bias excluded), an inference BatchNorm two
@@ -10,7 +11,6 @@ element; activations, additions and max-pooling count nothing. RTMDet-tiny at 64
 from __future__ import annotations
 
 import math
-import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -22,8 +22,11 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from odcli.errors import OdetError
-from odcli.inference.load import LoadedModel, load_model, model_config_of
+from odcli.inference.load import LoadedModel, exported_format, load_model, model_config_of
 from odcli.inference.predictor import Predictor
+from odcli.inference.runner import ExportedPredictor, LoadedExport, load_exported
+from odcli.inference.timing import ExportedStages, Timing, TorchStages, time_interleaved
+from odcli.models.detector import Detector
 from odcli.recipe import RECIPE_SUFFIXES
 
 aten = torch.ops.aten
@@ -79,99 +82,37 @@ def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
 
 
 @dataclass
-class Timing:
-    """Milliseconds per batch: the median of each stage, and the median of the whole pipeline timed
-    end to end in runs of its own (so ``total`` is a measurement, not the sum of the stages).
-
-    Attributes:
-        preprocess: resize, pad, batch, normalise, copy to the device.
-        model: the forward pass.
-        postprocess: decode, score filter, NMS, rescale; results back on the CPU.
-        total: one :class:`~odcli.inference.predictor.Predictor` call on the raw images.
-        batch_size: images per batch.
-    """
-
-    preprocess: float
-    model: float
-    postprocess: float
-    total: float
-    batch_size: int
-
-    @property
-    def throughput(self) -> float:
-        """Images per second of the end-to-end pipeline."""
-        return 1000.0 * self.batch_size / self.total
-
-
-@torch.no_grad()
-def time_pipeline(
-    predictor: Predictor, images: list[np.ndarray], *, iters: int = 10, warmup: int = 2
-) -> Timing:
-    """Time a :class:`~odcli.inference.predictor.Predictor` on raw (H, W, 3) uint8 BGR images.
-
-    Each iteration makes two runs back to back, so both see the same machine load: a staged run
-    with a clock reading (after a device sync) between pre-processing, forward and post-processing,
-    and an end-to-end run of ``predictor(images)`` — the call ``odet infer`` makes — timed from
-    outside. Medians over ``iters`` iterations after ``warmup`` untimed ones.
-    """
-    from odcli.data.collate import collate
-    from odcli.data.normalize import prepare_batch
-
-    model = predictor.model
-    spec = model.input_spec
-    device = predictor.device
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-
-    def staged() -> tuple[float, float, float]:
-        t0 = time.perf_counter()
-        samples = [predictor.prepare(img) for img in images]
-        batch, _, metas = collate(samples, pad_value=int(spec.pad_value), size_divisor=spec.size_divisor)
-        x = prepare_batch(batch, metas, spec, device).to(predictor.dtype)
-        x = x.contiguous(memory_format=torch.channels_last)  # as Predictor feeds it
-        sync()
-        t1 = time.perf_counter()
-        outputs = model(x)
-        sync()
-        t2 = time.perf_counter()
-        for det in model.head.predict(*outputs, metas):
-            det["boxes"].cpu()
-        return t1 - t0, t2 - t1, time.perf_counter() - t2
-
-    def end_to_end() -> float:
-        t0 = time.perf_counter()
-        predictor(images)  # returns CPU tensors: the copy back waits for the device
-        sync()
-        return time.perf_counter() - t0
-
-    for _ in range(warmup):
-        staged()
-        end_to_end()
-    runs = [(*staged(), end_to_end()) for _ in range(iters)]
-    pre, fwd, post, total = (statistics.median(r[i] for r in runs) * 1e3 for i in range(4))
-    return Timing(preprocess=pre, model=fwd, postprocess=post, total=total, batch_size=len(images))
-
-
-@dataclass
 class ModelProfile:
-    """One row of ``odet profile``: parameter counts, MACs at ``size``², latency per batch size."""
+    """One row of ``odet profile``: parameter counts, MACs at ``size``², latency per batch size, and
+    what ran it (``backend``: ``torch`` or an exported file's runtime)."""
 
     model: str
     params: int
     trainable: int
     macs: int
     timing: dict[int, Timing] = field(default_factory=dict)
+    backend: str = "torch"
+    speedup: dict[int, float] = field(default_factory=dict)
+    size: int = 0  # the square input side it was measured at
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (what ``--json`` writes): each timing with its ``throughput``."""
+        """JSON-ready form (what ``--json`` writes): each timing with its ``throughput`` and its
+        ``speedup`` (the first row's total over this row's, same rounds)."""
         return {
             "model": self.model,
+            "backend": self.backend,
             "params": self.params,
             "trainable": self.trainable,
             "macs": self.macs,
-            "timing": {bs: vars(t) | {"throughput": t.throughput} for bs, t in self.timing.items()},
+            "timing": {
+                bs: vars(t) | {"throughput": t.throughput, "speedup": self.speedup.get(bs)}
+                for bs, t in self.timing.items()
+            },
         }
 
 
+#: The input side ``odet profile`` times at when neither ``--size`` nor an exported file says.
+DEFAULT_SIZE = 640
 #: Real COCO-like images to time with (bundled with the repository); random ones where it is absent.
 SAMPLE_IMAGES = Path(__file__).resolve().parents[2] / "recipes" / "data" / "coco8" / "images"
 
@@ -188,14 +129,6 @@ def sample_images(n: int, size: int) -> list[np.ndarray]:
     return [rng.integers(0, 255, (size * 3 // 4, size, 3), dtype=np.uint8) for _ in range(n)]
 
 
-def _load_target(target: str) -> tuple[LoadedModel, str]:
-    """(random or checkpoint weights, row label) of a zoo name, a recipe file or an odet checkpoint."""
-    if target.endswith(".safetensors"):
-        return load_model(target, device="cpu", optimize=False), Path(target).name
-    label = Path(target).stem if target.endswith(RECIPE_SUFFIXES) else target
-    return load_model(config=model_config_of(target), device="cpu", optimize=False), label
-
-
 def check_dtype(dtype: str, device: torch.device) -> None:
     """Fail with one line unless ``dtype`` is ``fp32``, or ``fp16`` on a CUDA ``device``."""
     if dtype not in ("fp32", "fp16"):
@@ -206,39 +139,105 @@ def check_dtype(dtype: str, device: torch.device) -> None:
         )
 
 
+def profile_size(size: int | None, exported: Sequence[LoadedExport]) -> int:
+    """The square input side every row is timed at: ``size``, else the canvas of the exported files
+    (all rows must share it), else 640.
+
+    Raises:
+        OdetError: an exported file whose canvas is not ``size``×``size`` (or not square).
+    """
+    side = size if size is not None else (exported[0].meta.canvas[0] if exported else DEFAULT_SIZE)
+    for item in exported:
+        h, w = item.meta.canvas
+        if (h, w) != (side, side):
+            why = f"pass --size {h}" if h == w else "profile times square inputs"
+            raise OdetError(
+                f"{item.source.name} was exported for {w}x{h} inputs and this profile times {side}x{side}: "
+                f"{why} (or re-export it with --imgsz {side} {side})"
+            )
+    return side
+
+
+def _open_target(target: str, device: torch.device) -> tuple[LoadedModel | LoadedExport, str]:
+    """(model or exported file, row label) of a zoo name, a recipe, an odet checkpoint or an export."""
+    path = Path(target).expanduser()
+    if exported_format(path) is not None:
+        # As many runtime threads as torch uses: the rows compete on equal terms.
+        exported = load_exported(path, device=str(device), threads=torch.get_num_threads())
+        return exported, f"{path.name} ({exported.backend.name})"
+    if target.endswith(".safetensors"):
+        return load_model(target, device="cpu", optimize=False), path.name
+    label = Path(target).stem if target.endswith(RECIPE_SUFFIXES) else target
+    return load_model(config=model_config_of(target), device="cpu", optimize=False), label
+
+
+def _counted(
+    model: Detector, label: str, size: int, backend: str, cache: dict[tuple, tuple[int, int, int]]
+) -> ModelProfile:
+    """A row with ``model``'s counts. An exported file's (``backend`` other than torch) are those of
+    its architecture: of an earlier row with the same arch and classes where there is one (``cache``:
+    (arch, classes) → params, trainable, MACs), else of the zoo model; a PyTorch model is always
+    counted (its recipe may differ from the zoo's)."""
+    key = (model.arch, model.num_classes)
+    if backend == "torch" or key not in cache:
+        cache[key] = (*count_parameters(model), count_macs(model, torch.zeros(1, 3, size, size)))
+    total, trainable, macs = cache[key]
+    return ModelProfile(label, total, trainable, macs, backend=backend, size=size)
+
+
 def profile_models(
     targets: Sequence[str],
     *,
-    size: int,
+    size: int | None = None,
     batch_sizes: Sequence[int],
     device: torch.device,
     dtype: str = "fp32",
     iters: int = 10,
     optimize: bool = True,
     compile_model: bool = False,
+    min_score: float | None = None,
+    warmup: int = 2,
 ) -> list[ModelProfile]:
-    """Measure each of ``targets`` (zoo names, recipe files, odet checkpoints).
+    """Measure each of ``targets`` (zoo names, recipe files, odet checkpoints, exported files).
 
-    Parameters and MACs are counted on the model as built (BN unfused) for one ``size``×``size``
-    image; latency is timed on ``device`` with the input resized and padded to ``size``×``size``.
+    Parameters and MACs are counted on the model as built (BN unfused; an exported file: its
+    architecture's) for one ``size``×``size`` image; latency is timed on ``device`` with the input
+    resized and padded to ``size``×``size`` (:func:`profile_size`), every target in each round
+    (:func:`~odcli.inference.timing.time_interleaved`). ``speedup``: the first row's total over
+    each row's, from the same rounds.
 
     Args:
-        dtype: ``fp32``, or ``fp16`` (CUDA only).
-        optimize: fold BN and use channels-last before timing.
-        compile_model: also ``torch.compile`` the forward before timing.
+        dtype: ``fp32``, or ``fp16`` (CUDA only), for the PyTorch models.
+        optimize: fold BN and use channels-last before timing (PyTorch models; as ``infer``).
+        compile_model: also ``torch.compile`` the PyTorch models' forward before timing.
+        warmup: untimed rounds before the ``iters`` timed ones.
+        min_score: time the detections scoring at least this (``odet infer``'s display threshold:
+            post-processing stops there); None: all of the upstream test config (as ``eval``).
 
     Raises:
-        OdetError: an unknown dtype, fp16 off CUDA (:func:`check_dtype`), an unknown model.
+        OdetError: an unknown dtype, fp16 off CUDA (:func:`check_dtype`), an unknown model, an
+            exported file of another size, ``compile_model`` with no PyTorch model to compile.
     """
     from odcli.models.fuse import compile_for_inference, optimize_for_inference
+    from odcli.models.zoo import build_from_config, model_config
 
     check_dtype(dtype, device)
-    rows = []
-    for target in targets:
-        loaded, label = _load_target(target)
-        model = loaded.model
-        total, trainable = count_parameters(model)
-        row = ModelProfile(label, total, trainable, count_macs(model, torch.zeros(1, 3, size, size)))
+    opened = [_open_target(target, device) for target in targets]
+    exported = [item for item, _ in opened if isinstance(item, LoadedExport)]
+    size = profile_size(size, exported)
+    if compile_model and len(exported) == len(opened):
+        raise OdetError("--compile compiles PyTorch models, and every model here is an exported file")
+    rows: list[ModelProfile] = []
+    timers: list[TorchStages | ExportedStages] = []
+    counts: dict[tuple, tuple[int, int, int]] = {}
+    for item, label in opened:
+        if isinstance(item, LoadedExport):
+            arch = build_from_config(model_config(item.arch, num_classes=item.meta.num_classes))
+            rows.append(_counted(arch, label, size, item.backend.name, counts))
+            timers.append(ExportedStages(ExportedPredictor(item.backend), min_score))
+            continue
+        model = item.model
+        rows.append(_counted(model, label, size, "torch", counts))
         model = model.to(device).eval()
         if optimize:
             optimize_for_inference(model)
@@ -247,10 +246,12 @@ def profile_models(
         if dtype == "fp16":
             model = model.half()
         model.input_spec = replace(model.input_spec, test_scale=(size, size), pad_to=(size, size))
-        predictor = Predictor(model)
-        for bs in batch_sizes:
-            row.timing[bs] = time_pipeline(predictor, sample_images(bs, size), iters=iters)
-        rows.append(row)
+        timers.append(TorchStages(Predictor(model), min_score))
+    for bs in batch_sizes:
+        timings = time_interleaved(timers, sample_images(bs, size), iters=iters, warmup=warmup)
+        for row, timing in zip(rows, timings, strict=True):
+            row.timing[bs] = timing
+            row.speedup[bs] = timings[0].total / timing.total
     return rows
 
 

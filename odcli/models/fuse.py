@@ -6,7 +6,7 @@ RepVGG blocks (PP-YOLOE) are re-parameterised into one 3×3 conv first (their
 ``fuse_for_inference`` hook). The folded model is for inference only: it has no BN to train.
 
 :func:`reparameterize` does only the RepVGG step: PaddleDetection's deployed architecture, the
-one ``odet convert-weights --deploy`` saves.
+one ``odet convert-weights --deploy`` saves. :func:`to_half` makes a model float16 (inference on CUDA).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from odcli.models.layers import ConvBNAct
+from odcli.models.layers import ChannelAttention, ConvBNAct
 
 
 @torch.no_grad()
@@ -87,4 +87,14 @@ def compile_for_inference(model: nn.Module) -> nn.Module:
 
     inductor_config.freezing = True  # weights become constants, which lets conv + SiLU fuse
     model.forward = torch.compile(model.forward, dynamic=False)  # type: ignore[method-assign]
+    return model
+
+
+def to_half(model: nn.Module) -> nn.Module:
+    """``model`` in float16, in place, except the layers that compute in float32 by design (RTMDet's
+    channel attention pools and gates in float32 even under autocast); returns ``model``."""
+    model.half()
+    for module in model.modules():
+        if isinstance(module, ChannelAttention):
+            module.float()
     return model

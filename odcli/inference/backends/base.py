@@ -69,9 +69,17 @@ class Backend(Protocol):
         """The outputs for any number of images (split into the file's batch size if it has one)."""
         ...
 
-    def predict(self, images: torch.Tensor | np.ndarray, metas: Sequence[dict[str, Any]]) -> Detections:
+    def predict(
+        self,
+        images: torch.Tensor | np.ndarray,
+        metas: Sequence[dict[str, Any]],
+        *,
+        min_score: float | None = None,
+        max_dets: int | None = None,
+    ) -> Detections:
         """Per image ``{"boxes": (K, 4) xyxy original pixels, "scores": (K,), "labels": (K,) int64}``
-        (CPU tensors, best first), as ``model.predict(..., rescale=True)``."""
+        (CPU tensors, best first), as ``model.predict(..., rescale=True)``; ``min_score`` /
+        ``max_dets`` keep those scoring at least that, at most that many (as the heads' postprocess)."""
         ...
 
     def decode(self, images: torch.Tensor | np.ndarray, metas: Sequence[dict[str, Any]]) -> Decoded:
@@ -125,19 +133,50 @@ class ExportedBackend:
             chunks.append(self.infer(part))
         return {k: np.concatenate([c[k] for c in chunks])[:total] for k in chunks[0]}
 
-    def predict(self, images: torch.Tensor | np.ndarray, metas: Sequence[dict[str, Any]]) -> Detections:
-        if not self.meta.nms:  # raw outputs: odet's own PyTorch post-processing, exactly upstream's
-            decoded = self.decode(images, metas)
+    def predict(
+        self,
+        images: torch.Tensor | np.ndarray,
+        metas: Sequence[dict[str, Any]],
+        *,
+        min_score: float | None = None,
+        max_dets: int | None = None,
+    ) -> Detections:
+        return self.detections(self.run(images, metas), metas, min_score=min_score, max_dets=max_dets)
+
+    def detections(
+        self,
+        outputs: dict[str, np.ndarray],
+        metas: Sequence[dict[str, Any]],
+        *,
+        min_score: float | None = None,
+        max_dets: int | None = None,
+    ) -> Detections:
+        """What :meth:`predict` returns, from the outputs :meth:`run` gave for these ``metas``.
+
+        With NMS in the graph the rows are best first, so the detections scoring at least
+        ``min_score`` (then the first ``max_dets``) are a prefix of each image's ``num_dets``;
+        raw outputs go through odet's PyTorch post-processing, exactly upstream's, with the limits.
+        """
+        if not self.meta.nms:
+            decoded = self.decoded(outputs)
             post = postprocess_per_level if self.meta.postprocess == "per_level" else postprocess_per_class
-            return post(decoded, list(metas), self.meta.nms_config())
-        out = self.run(images, metas)
+            cfg = self.meta.nms_config()
+            return post(decoded, list(metas), cfg, min_score=min_score, max_dets=max_dets)
+        scores = np.asarray(outputs["scores"], dtype=np.float32)
+        counts = outputs["num_dets"].astype(np.int64)
+        if min_score is not None:
+            counts = np.minimum(counts, (scores >= min_score).sum(axis=1))
+        if max_dets is not None:
+            counts = np.minimum(counts, max_dets)
         dets = []
-        for i, n in enumerate(out["num_dets"].astype(np.int64).tolist()):
+        for i, n in enumerate(counts.tolist()):
             dets.append(
                 {
-                    "boxes": torch.from_numpy(np.ascontiguousarray(out["boxes"][i, :n], dtype=np.float32)),
-                    "scores": torch.from_numpy(np.ascontiguousarray(out["scores"][i, :n], dtype=np.float32)),
-                    "labels": torch.from_numpy(out["labels"][i, :n].astype(np.int64)),
+                    "boxes": torch.from_numpy(
+                        np.ascontiguousarray(outputs["boxes"][i, :n], dtype=np.float32)
+                    ),
+                    "scores": torch.from_numpy(np.ascontiguousarray(scores[i, :n])),
+                    "labels": torch.from_numpy(outputs["labels"][i, :n].astype(np.int64)),
                 }
             )
         return dets
@@ -147,10 +186,13 @@ class ExportedBackend:
             raise OdetError(
                 "this file was exported with NMS in the graph: it has no raw outputs (--no-nms has)"
             )
-        out = self.run(images, metas)
+        return self.decoded(self.run(images, metas))
+
+    def decoded(self, outputs: dict[str, np.ndarray]) -> Decoded:
+        """The raw outputs of a ``--no-nms`` file as odet's ``Decoded`` stage."""
         return Decoded(
-            scores=torch.from_numpy(np.asarray(out["scores"], dtype=np.float32)),
-            boxes=torch.from_numpy(np.asarray(out["boxes"], dtype=np.float32)),
+            scores=torch.from_numpy(np.asarray(outputs["scores"], dtype=np.float32)),
+            boxes=torch.from_numpy(np.asarray(outputs["boxes"], dtype=np.float32)),
             level_counts=self.meta.level_counts,
         )
 

@@ -1,4 +1,4 @@
-"""Running an exported OpenVINO IR (``.xml`` + ``.bin``) with the OpenVINO runtime."""
+"""Running an exported OpenVINO IR (``.xml`` + ``.bin``), or an odet ``.onnx``, with the OpenVINO runtime."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ class OpenVINOBackend(ExportedBackend):
     """An OpenVINO compiled model over an odet ``.xml`` file.
 
     Args:
-        path: the ``.xml`` (its ``.bin`` beside it). device: an OpenVINO device name (``CPU``, ``GPU``).
+        path: the ``.xml`` (its ``.bin`` beside it), or an ``.onnx`` (OpenVINO reads ONNX).
+        device: an OpenVINO device name (``CPU``, ``GPU``).
         threads: inference threads (None: OpenVINO's default).
 
     fp32 files run at fp32 precision: OpenVINO would otherwise pick bf16 on CPUs that have it, which
@@ -34,9 +35,11 @@ class OpenVINOBackend(ExportedBackend):
             model = core.read_model(str(path))
         except RuntimeError as exc:
             raise OdetError(f"OpenVINO cannot read {path.name}: {str(exc).strip().splitlines()[0]}") from None
-        if not model.has_rt_info([METADATA_KEY]):
+        # An IR keeps it in rt_info["odet"]; an .onnx read by OpenVINO under "framework" (metadata_props).
+        where = next((k for k in ([METADATA_KEY], ["framework", METADATA_KEY]) if model.has_rt_info(k)), None)
+        if where is None:
             raise OdetError(f"{path.name} was not written by odet export (no odet metadata)")
-        self.meta = ExportMeta.from_json(model.get_rt_info([METADATA_KEY]).astype(str), source=path.name)
+        self.meta = ExportMeta.from_json(model.get_rt_info(where).astype(str), source=path.name)
         config: dict[str, str] = {}
         if not self.meta.half:
             config["INFERENCE_PRECISION_HINT"] = "f32"
