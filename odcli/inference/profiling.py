@@ -218,7 +218,7 @@ def profile_models(
         OdetError: an unknown dtype, fp16 off CUDA (:func:`check_dtype`), an unknown model, an
             exported file of another size, ``compile_model`` with no PyTorch model to compile.
     """
-    from odcli.models.fuse import compile_for_inference, optimize_for_inference
+    from odcli.models.fuse import compile_for_inference, optimize_for_inference, to_half
     from odcli.models.zoo import build_from_config, model_config
 
     check_dtype(dtype, device)
@@ -244,7 +244,7 @@ def profile_models(
         if compile_model:
             compile_for_inference(model)
         if dtype == "fp16":
-            model = model.half()
+            model = to_half(model)  # RTMDet's channel attention stays float32, as under autocast
         model.input_spec = replace(model.input_spec, test_scale=(size, size), pad_to=(size, size))
         timers.append(TorchStages(Predictor(model), min_score))
     for bs in batch_sizes:
