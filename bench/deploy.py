@@ -1,15 +1,17 @@
 """One model through every runtime odet has: forward and end-to-end latency, side by side in one run.
 
 Contenders, all on the same COCO128 images (resized and padded by the model's test pipeline, batch 1):
-torch eager; torch as ``odet infer`` runs it (BN folded, channels-last); ONNX Runtime and OpenVINO
-(when installed) on the ``odet export`` files. Per contender: *forward* (the network; for exported
-files the graph without NMS, which also decodes the boxes), *predict* (forward + the upstream
-post-processing at the model's test config: for torch ``model.predict``, for exported files NMS in the
-graph) and *predict@thr* (what ``odet infer`` asks for: only detections scoring at least its display
-threshold). Rounds are interleaved — every contender times every image once per round, in a rotating
-order — so machine load hits all alike; figures are medians. The last line reads
-``ort_speedup=X e2e_ratio=Y``: X = torch-infer-path forward / ONNX Runtime forward, Y = torch-infer-path
-predict / its forward (upstream test config). Usage::
+torch eager; torch as ``odet infer`` runs it (BN folded, channels-last); ONNX Runtime on the
+``odet export`` ``.onnx`` files and OpenVINO on the ``odet export --format openvino`` ``.xml`` files
+(each when installed), through odet's own backends. Per contender: *forward* (the network; for exported
+files the ``--no-nms`` graph, which also normalises and decodes the boxes), *predict* (forward + the
+upstream post-processing at the model's test config: for torch ``model.predict``, for exported files the
+``--nms`` graph) and *predict@thr* (what ``odet infer`` asks for: only detections scoring at least its
+display threshold). Rounds are interleaved — every contender times every image once per round, in a
+rotating order — so machine load hits all alike; figures are medians. The last lines read
+``openvino_speedup=Z`` (when OpenVINO runs) and ``ort_speedup=X e2e_ratio=Y``: X (Z) = torch-infer-path
+forward / ONNX Runtime (OpenVINO) forward, Y = torch-infer-path predict / its forward (upstream test
+config). Usage::
 
     python bench/deploy.py [--weights W --arch A] [--images 8] [--rounds 5] [--threads N] [--display-thr 0.3]
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import math
+import os
 import statistics
 import tempfile
 import time
@@ -102,122 +105,52 @@ def torch_cases(
     return contenders, samples or []
 
 
-def _odet_exports(weights: Path, arch: str, folder: Path) -> tuple[Path, Path]:
-    """``odet export`` to ONNX without and with NMS in the graph (the export helper's writer)."""
-    from odcli.export.build import plan_export
-    from odcli.export.onnx_file import write_onnx
-
-    files = []
-    for nms in (False, True):
-        loaded = load_model(weights, arch=arch, device="cpu", optimize=True)
-        path = folder / f"model_{'nms' if nms else 'raw'}.onnx"
-        write_onnx(plan_export(loaded, nms=nms), path)
-        files.append(path)
-    return files[0], files[1]
+#: The exported runtimes: the ``odet export`` format each one runs, and its module.
+RUNTIMES = {"onnxruntime": ("onnx", ".onnx"), "openvino": ("openvino", ".xml")}
 
 
-class _Decode(torch.nn.Module):
-    """The network plus box decoding: normalised images → (scores, boxes) of every prior."""
+def _odet_exports(weights: Path, arch: str, folder: Path, fmt: str, suffix: str) -> tuple[Path, Path]:
+    """``odet export --format FMT`` without and with NMS in the graph (what the CLI writes)."""
+    from odcli.export.run import export_model
 
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        decoded = self.model.decode(images)
-        return decoded.scores, decoded.boxes
+    raw, nms = folder / f"{fmt}_raw{suffix}", folder / f"{fmt}_nms{suffix}"
+    export_model(weights, raw, fmt=fmt, arch=arch, nms=False)
+    export_model(weights, nms, fmt=fmt, arch=arch, nms=True)
+    return raw, nms
 
 
-def _plain_onnx_cases(
-    weights: Path, arch: str, samples: list[Any], threads: int, folder: Path, notes: list[str]
-) -> dict[str, dict[str, list[Callable[[], object]]]]:
-    """ONNX Runtime forward on a plain ``torch.onnx.export`` of ``model.decode`` (no NMS, no
-    normalisation in the graph): the fallback when ``odet export`` is unavailable."""
-    if not importlib.util.find_spec("onnxruntime"):
-        notes.append("onnxruntime not installed: pip install -e '.[export]'")
-        return {}
-    import onnxruntime as ort
+def _runner(name: str, threads: int) -> Callable[[Path], Any]:
+    """The odet backend of ``name`` on ``threads`` threads, as ``odet infer`` makes it (ONNX Runtime's
+    idle threads sleep: spinning ones would take the CPU from the next contender of the round)."""
+    if name == "onnxruntime":
+        from odcli.inference.backends.onnxruntime_backend import OnnxRuntimeBackend
 
-    model = load_model(weights, arch=arch, device="cpu", optimize=True).model.eval()
-    spec = model.input_spec
-    inputs = []
-    for sample in samples:
-        images, _, metas = collate([sample], pad_value=int(spec.pad_value), size_divisor=spec.size_divisor)
-        inputs.append(prepare_batch(images, metas, spec, "cpu").numpy())
-    path = folder / "decode.onnx"
-    with torch.no_grad():
-        torch.onnx.export(_Decode(model), (torch.from_numpy(inputs[0]),), str(path), dynamo=False)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    notes.append("onnxruntime row: a plain torch.onnx.export of model.decode (forward only)")
-    return {"onnxruntime": {"forward": [lambda x=x: session.run(None, {name: x}) for x in inputs]}}
-
-
-def _openvino(path: Path, threads: int, notes: list[str]) -> Any:
-    """The export helper's OpenVINO runner on ``path``; on an ``.onnx`` it does not take (it reads
-    ``.xml`` files written by ``odet export --format openvino``), OpenVINO compiling the ONNX file."""
+        return lambda p: OnnxRuntimeBackend(p, threads=threads, spinning=False)
     from odcli.inference.backends.openvino_backend import OpenVINOBackend
 
-    try:
-        return OpenVINOBackend(path, threads=threads)
-    except Exception:
-        pass
-    # TODO(lead): drop this once `odet export --format openvino` writes .xml files: time those instead.
-    import numpy as np
-    import openvino as ov
-
-    from odcli.inference.backends.base import ExportedBackend
-    from odcli.inference.backends.onnxruntime_backend import read_onnx_meta
-
-    class OnnxOnOpenVINO(ExportedBackend):
-        name = "openvino"
-
-        def __init__(self) -> None:
-            self.meta = read_onnx_meta(path)
-            config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": str(threads)}
-            self.compiled = ov.Core().compile_model(str(path), "CPU", config)
-            self.request = self.compiled.create_infer_request()
-
-        def infer(self, feeds: dict[str, Any]) -> dict[str, Any]:
-            results = self.request.infer(feeds)
-            return {o.get_any_name(): np.asarray(results[o]) for o in self.compiled.outputs}
-
-    if not any("OpenVINO compiles" in n for n in notes):
-        notes.append("openvino row: OpenVINO compiles the .onnx export itself (no .xml writer yet)")
-    return OnnxOnOpenVINO()
+    return lambda p: OpenVINOBackend(p, threads=threads)
 
 
 def exported_cases(
-    weights: Path, arch: str, samples: list[Any], threads: int, folder: Path
+    weights: Path, arch: str, samples: list[Any], threads: int, folder: Path, display_thr: float
 ) -> tuple[dict[str, dict[str, list[Callable[[], object]]]], list[str]]:
-    """Forward / predict callables per image for ONNX Runtime and OpenVINO on ``odet export`` files."""
-    notes: list[str] = []
-    contenders: dict[str, dict[str, list[Callable[[], object]]]] = {}
-    try:
-        raw, nms = _odet_exports(weights, arch, folder)
-    except Exception as exc:  # the exporter is optional here: say why, and time a plain export instead
-        notes.append(f"odet export failed ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})")
-        return _plain_onnx_cases(weights, arch, samples, threads, folder, notes), notes
+    """Forward / predict / predict@thr callables per image for ONNX Runtime (``.onnx``) and OpenVINO
+    (``.xml``) on ``odet export`` files: forward = the ``--no-nms`` file, predict = the ``--nms`` one."""
     from odcli.inference.backends.inputs import canvas_batch
 
-    runners: list[tuple[str, Callable[[Path], Any]]] = []
-    if importlib.util.find_spec("onnxruntime"):
-        from odcli.inference.backends.onnxruntime_backend import OnnxRuntimeBackend
-
-        runners.append(("onnxruntime", lambda p: OnnxRuntimeBackend(p, threads=threads)))
-    else:
-        notes.append("onnxruntime not installed: pip install -e '.[export]'")
-    if importlib.util.find_spec("openvino"):
-        runners.append(("openvino", lambda p: _openvino(p, threads, notes)))
-    else:
-        notes.append("openvino not installed: pip install -e '.[openvino]'")
-    for name, make in runners:
+    notes: list[str] = []
+    contenders: dict[str, dict[str, list[Callable[[], object]]]] = {}
+    for name, (fmt, suffix) in RUNTIMES.items():
+        if not importlib.util.find_spec(name):
+            extra = "export" if name == "onnxruntime" else "openvino"
+            notes.append(f"{name} not installed: pip install -e '.[{extra}]'")
+            continue
         try:
+            raw, nms = _odet_exports(weights, arch, folder, fmt, suffix)
+            make = _runner(name, threads)
             forward_backend, nms_backend = make(raw), make(nms)
-        except Exception as exc:
-            notes.append(f"{name} cannot load the export ({str(exc).splitlines()[0][:120]})")
+        except Exception as exc:  # say why, time the others
+            notes.append(f"{name}: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:120]}")
             continue
         feeds = []
         for sample in samples:
@@ -226,7 +159,12 @@ def exported_cases(
         contenders[name] = {
             "forward": [lambda f=f, b=forward_backend: b.infer(f) for f, _, _ in feeds],
             "predict": [lambda c=c, m=m, b=nms_backend: b.predict(c, m) for _, c, m in feeds],
+            "predict@thr": [
+                lambda c=c, m=m, b=nms_backend: b.predict(c, m, min_score=display_thr) for _, c, m in feeds
+            ],
         }
+    if "onnxruntime" in contenders:
+        notes.append("onnxruntime threads do not spin between runs, as in odet infer")
     return contenders, notes
 
 
@@ -251,17 +189,23 @@ def main() -> None:
         : args.count
     ]
     print(f"{' · '.join(versions)} · {threads} threads · {args.arch} · {len(paths)} images · batch 1")
+    load_before = os.getloadavg()[0]
 
     contenders, samples = torch_cases(args.weights, args.arch, paths, args.display_thr)
     with tempfile.TemporaryDirectory() as tmp:
-        exported, notes = exported_cases(args.weights, args.arch, samples, threads, Path(tmp))
+        exported, notes = exported_cases(
+            args.weights, args.arch, samples, threads, Path(tmp), args.display_thr
+        )
         contenders.update(exported)
         cases = {f"{who}|{what}": fns for who, parts in contenders.items() for what, fns in parts.items()}
         ms = interleaved(cases, args.rounds)
     for note in notes:
         print(f"note: {note}")
     canvas = tuple(samples[0]["img"].shape[:2])
-    print(f"canvas {canvas} · medians over {args.rounds} rounds × {len(paths)} images (ms)")
+    print(
+        f"canvas {canvas} · medians over {args.rounds} rounds × {len(paths)} images (ms) · "
+        f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after ({os.cpu_count()} CPUs)"
+    )
     base = {what: ms.get(f"torch eager|{what}", math.nan) for what in ("forward", "predict", "predict@thr")}
     shown_name = f"predict@{args.display_thr:g}"
     print(
@@ -276,10 +220,16 @@ def main() -> None:
         ratio = ms.get(f"{who}|predict", math.nan) / ms.get(f"{who}|forward", math.nan)
         print(row + f"{shown:>14.1f}{ratio:>17.2f}")
     infer_forward = ms["torch infer path|forward"]
-    for who in ("torch infer path",):
-        shown_ratio = ms[f"{who}|predict@thr"] / infer_forward
-        print(f"{who}: predict@{args.display_thr} / forward = {shown_ratio:.2f}")
-    ort_speedup = infer_forward / ms.get("onnxruntime|forward", math.nan)
+    shown_ratio = ms["torch infer path|predict@thr"] / infer_forward
+    print(f"torch infer path: predict@{args.display_thr:g} / forward = {shown_ratio:.2f}")
+    speedups = {who: infer_forward / ms[f"{who}|forward"] for who in exported}
+    if speedups:
+        best = max(speedups, key=speedups.__getitem__)
+        nms_ratio = ms[f"{best}|predict"] / ms[f"{best}|forward"]
+        print(f"fastest exported forward: {best} (NMS in the graph: predict / forward = {nms_ratio:.2f})")
+    if "openvino" in speedups:
+        print(f"openvino_speedup={speedups['openvino']:.2f}")
+    ort_speedup = speedups.get("onnxruntime", math.nan)
     e2e_ratio = ms["torch infer path|predict"] / infer_forward
     print(f"ort_speedup={ort_speedup:.2f} e2e_ratio={e2e_ratio:.2f}")
 

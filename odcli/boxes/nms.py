@@ -3,15 +3,20 @@ vectorised blocks, and stops as soon as enough boxes are kept.
 
 The kernels (torchvision's and mmcv's CPU ``nms``, PaddleDetection's ``NMSFast``) visit the boxes best
 first and keep a box unless a box kept before it overlaps it too much. Their overlap is computed in the
-boxes' own dtype, with this operation order, which :func:`suppression` repeats elementwise::
+boxes' own dtype, with their operation order, which :func:`suppression` repeats
+elementwise. mmcv / torchvision::
 
     xx1 = max(x1_i, x1_j) …  w = max(0, xx2 - xx1)  h = max(0, yy2 - yy1)
     inter = w * h             iou = inter / (area_i + area_j - inter)    area = (x2 - x1) * (y2 - y1)
 
-and compare it with the threshold in that dtype too (mmcv and Paddle take a ``float`` threshold):
-mmcv suppresses when ``iou > thr``; Paddle keeps when ``iou <= thr``, so a NaN overlap (two empty
-boxes) suppresses there and not in mmcv (``nan_suppresses``). IEEE float arithmetic is exact per
-operation, so the same operations on the same float32 numbers give the same bits in any layout.
+and suppress when ``iou > thr``, with mmcv's ``float`` threshold (torchvision compares with a
+``double``: the two differ only for an IoU of exactly ``float32(thr)`` where that rounds ``thr`` up,
+e.g. 0.6 or 0.3; not for 0.5, 0.65, 0.7). PaddleDetection's ``JaccardOverlap`` differs: boxes apart
+on an axis (``x1_j > x2_i`` …, strict) overlap 0 without any arithmetic, the intersection sides are
+not clamped, an inverted box (x2 < x1 or y2 < y1) has area 0, and it keeps a box iff
+``overlap <= thr`` in float32 — so a NaN overlap (two touching empty boxes: 0 / 0) suppresses, which
+it does not in mmcv. IEEE float arithmetic is exact per operation, so the same operations on the same
+float32 numbers give the same bits in any layout.
 
 Why whole blocks give the sequential answer: in visiting order, box j is kept iff it survives every
 kept box of the blocks before (one (kept × block) overlap test) and every *kept* earlier box of its
@@ -50,6 +55,12 @@ def _smaller(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(b < a, b, a)
 
 
+def paddle_areas(boxes: torch.Tensor) -> torch.Tensor:
+    """(..., 4) xyxy → (...,) PaddleDetection's ``BBoxArea`` (normalized): 0 for an inverted box."""
+    inverted = (boxes[..., 2] < boxes[..., 0]) | (boxes[..., 3] < boxes[..., 1])
+    return torch.where(inverted, 0.0, box_areas(boxes))
+
+
 def suppression(
     earlier: torch.Tensor,
     earlier_areas: torch.Tensor,
@@ -57,21 +68,26 @@ def suppression(
     later_areas: torch.Tensor,
     iou_thr: float,
     *,
-    nan_suppresses: bool = False,
+    paddle: bool = False,
 ) -> torch.Tensor:
     """(E, L) bool: would box i of ``earlier`` (E, 4), once kept, suppress box j of ``later`` (L, 4)?
 
-    Areas are :func:`box_areas` of the same boxes. Labels are not looked at (the caller masks them).
+    mmcv's kernel (areas: :func:`box_areas`), or with ``paddle`` PaddleDetection's overlap
+    (``JaccardOverlap`` of the candidate, ``later``, and a kept box, ``earlier``) and rule, keep iff
+    overlap <= thr (areas: :func:`paddle_areas`). Labels are not looked at (the caller masks them).
     """
     ex1, ey1, ex2, ey2 = (earlier[:, k, None] for k in range(4))
     lx1, ly1, lx2, ly2 = (later[None, :, k] for k in range(4))
+    if paddle:
+        apart = (ex1 > lx2) | (ex2 < lx1) | (ey1 > ly2) | (ey2 < ly1)
+        inter = (_smaller(lx2, ex2) - _larger(lx1, ex1)) * (_smaller(ly2, ey2) - _larger(ly1, ey1))
+        overlap = torch.where(apart, 0.0, inter / (later_areas[None, :] + earlier_areas[:, None] - inter))
+        return ~(overlap <= iou_thr)
     dw = _smaller(ex2, lx2) - _larger(ex1, lx1)
     dh = _smaller(ey2, ly2) - _larger(ey1, ly1)
     zero = dw.new_zeros(())
     inter = _larger(zero, dw) * _larger(zero, dh)
     iou = inter / (earlier_areas[:, None] + later_areas[None, :] - inter)
-    if nan_suppresses:
-        return ~(iou <= iou_thr)
     return iou > iou_thr
 
 
@@ -81,13 +97,14 @@ class GreedyNMS:
     Args:
         iou_thr: overlap threshold, compared in the boxes' dtype.
         max_keep: stop after this many kept boxes.
-        nan_suppresses: Paddle's rule (keep iff IoU <= thr) instead of mmcv's (suppress iff IoU > thr).
+        paddle: PaddleDetection's overlap and rule (:func:`suppression`) instead of mmcv's.
     """
 
-    def __init__(self, iou_thr: float, max_keep: int, *, nan_suppresses: bool = False) -> None:
+    def __init__(self, iou_thr: float, max_keep: int, *, paddle: bool = False) -> None:
         self.iou_thr = iou_thr
         self.max_keep = max_keep
-        self.nan_suppresses = nan_suppresses
+        self.paddle = paddle
+        self._areas_of = paddle_areas if paddle else box_areas
         self._boxes: list[torch.Tensor] = []
         self._areas: list[torch.Tensor] = []
         self._labels: list[torch.Tensor] = []
@@ -115,7 +132,7 @@ class GreedyNMS:
             self._block(boxes[start:end], labels[start:end], ids[start:end])
 
     def _block(self, boxes: torch.Tensor, labels: torch.Tensor, ids: torch.Tensor) -> None:
-        areas = box_areas(boxes)
+        areas = self._areas_of(boxes)
         alive = torch.ones(len(boxes), dtype=torch.bool, device=boxes.device)
         if self.count:
             kept_labels = torch.cat(self._labels)
@@ -126,17 +143,12 @@ class GreedyNMS:
             for start in range(0, len(near), KEPT_ROWS):
                 rows = near[start : start + KEPT_ROWS]
                 hit = suppression(
-                    kept_boxes[rows],
-                    kept_areas[rows],
-                    boxes,
-                    areas,
-                    self.iou_thr,
-                    nan_suppresses=self.nan_suppresses,
+                    kept_boxes[rows], kept_areas[rows], boxes, areas, self.iou_thr, paddle=self.paddle
                 )
                 alive &= ~(hit & (kept_labels[rows][:, None] == labels[None, :])).any(dim=0)
         if not bool(alive.any()):
             return
-        pairs = suppression(boxes, areas, boxes, areas, self.iou_thr, nan_suppresses=self.nan_suppresses)
+        pairs = suppression(boxes, areas, boxes, areas, self.iou_thr, paddle=self.paddle)
         pairs &= labels[:, None] == labels[None, :]
         pairs = pairs.triu_(diagonal=1)  # only an earlier box suppresses a later one
         keep = alive

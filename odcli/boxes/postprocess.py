@@ -234,7 +234,7 @@ def multiclass_nms(
     cap = cfg.nms_pre if cfg.nms_pre > 0 else n
     capped = (scores > cfg.score_thr).sum(dim=0) > cap
     nms_boxes = boxes.float()  # upstream's kernel runs in float32
-    nms = GreedyNMS(cfg.iou_thr, _keep_count(cfg, max_dets), nan_suppresses=True)
+    nms = GreedyNMS(cfg.iou_thr, _keep_count(cfg, max_dets), paddle=True)
     for prior, label, _ in visit_candidates(
         scores,
         scores.amax(dim=1),

@@ -5,9 +5,12 @@ Both upstream post-processing styles choose (prior, class) pairs scoring above `
 ``nms_top_k``) — and run NMS over them best first. Ties are broken by a pair's *key*, its position in
 upstream's flattening (MMDetection: prior-major ``prior · C + class``, priors level-major;
 PaddleDetection: class-major ``class · N + prior``): upstream sorts the pairs that pass the threshold
-by score, and a stable sort keeps that order among equal scores. So there is one visiting order —
-score descending, key ascending — and a pair is a candidate iff its rank in that order *within its
-group* is below ``cap``.
+by score. Among exactly equal scores we keep that order (a stable sort): PaddleDetection's sort is
+stable; MMDetection's ``torch.sort`` is not guaranteed to be (from about 100 elements), so there an
+exact tie may be visited in another order upstream — on the reference images the detections are the
+same either way (tests/test_exact_postprocess.py). So there is one visiting order — score descending,
+key ascending — and a pair is a candidate iff its rank in that order *within its group* is below
+``cap``.
 
 Greedy NMS that stops after ``max_per_img`` kept boxes needs only a prefix of that order, and a
 caller's display threshold ``min_score`` only the prefix of pairs scoring at least it (the order is

@@ -19,7 +19,7 @@ from odcli.boxes.postprocess import NMSConfig
 from odcli.export.nms import class_aware_nms, padded_detections
 from odcli.models.detector import Detector
 
-__all__ = ["POSTPROCESS_STYLE", "ExportGraph", "per_class_candidates", "per_level_candidates"]
+__all__ = ["POSTPROCESS_STYLE", "ExportGraph", "first_k", "per_class_candidates", "per_level_candidates"]
 
 #: The post-processing each family's upstream applies
 #: (see :class:`~odcli.inference.backends.meta.ExportMeta`).
@@ -29,9 +29,34 @@ POSTPROCESS_STYLE = {"rtmdet": "per_level", "retinanet": "per_level", "ppyoloe":
 DROPPED = -1.0
 
 
+def _kth_largest(x: torch.Tensor, k: int) -> torch.Tensor:
+    """(..., n) → (..., 1): the k-th largest value along the last axis, 1 <= k < n.
+
+    A value does not depend on how a runtime breaks ties (OpenVINO's ``TopK`` does not keep ONNX's
+    lower-index rule), and it comes from whichever top-k is shorter: the k largest or the n - k + 1
+    smallest (RTMDet's 32,000 pairs at stride 32 with ``nms_pre`` 30,000: 2,001 instead of 30,000).
+    """
+    n = x.shape[-1]
+    if k <= n - k + 1:
+        return x.topk(k, dim=-1, sorted=False).values.amin(dim=-1, keepdim=True)
+    return x.topk(n - k + 1, dim=-1, largest=False, sorted=False).values.amax(dim=-1, keepdim=True)
+
+
+def first_k(x: torch.Tensor, k: int) -> torch.Tensor:
+    """(..., n) bool: the ``k`` best entries along the last axis, ties at the cut going to the lower
+    index — upstream's stable sort, whatever the runtime's ``TopK`` does with ties."""
+    if k >= x.shape[-1]:
+        return torch.ones_like(x, dtype=torch.bool)
+    cut = _kth_largest(x, k)
+    over = x > cut
+    ties = x == cut
+    room = k - over.sum(dim=-1, keepdim=True, dtype=torch.int32)
+    return over | (ties & (ties.cumsum(dim=-1, dtype=torch.int32) <= room))
+
+
 def per_level_candidates(scores: torch.Tensor, level_counts: tuple[int, ...], cfg: NMSConfig) -> torch.Tensor:
     """MMDetection's candidates: on each level the best ``nms_pre`` (prior, class) pairs, kept if above
-    ``score_thr`` (:func:`~odcli.boxes.postprocess.select_topk`).
+    ``score_thr`` (:func:`~odcli.boxes.postprocess.select_topk`; ties at the cut: the lower key).
 
     Args:
         scores: (B, N, C) probabilities, levels concatenated (``level_counts`` priors each).
@@ -42,20 +67,14 @@ def per_level_candidates(scores: torch.Tensor, level_counts: tuple[int, ...], cf
     out = []
     for level in scores.split(list(level_counts), dim=1):  # a handful of levels, fixed at export
         flat = level.reshape(batch, -1)  # prior-major, class-minor: upstream's flattening
-        k = min(cfg.nms_pre, flat.shape[1])
-        if k < flat.shape[1]:
-            top, pos = flat.topk(k, dim=1)
-            kept = torch.where(top > cfg.score_thr, top, DROPPED)
-            flat = torch.full_like(flat, DROPPED).scatter(1, pos, kept)
-        else:
-            flat = torch.where(flat > cfg.score_thr, flat, DROPPED)
-        out.append(flat.reshape(batch, -1, num_classes))
+        keep = first_k(flat, cfg.nms_pre) & (flat > cfg.score_thr)
+        out.append(torch.where(keep, flat, DROPPED).reshape(batch, -1, num_classes))
     return torch.cat(out, dim=1)
 
 
 def per_class_candidates(scores: torch.Tensor, cfg: NMSConfig) -> torch.Tensor:
     """PaddleDetection's candidates: per class the best ``nms_pre`` priors (≤ 0: all), kept if above
-    ``score_thr`` (:func:`~odcli.boxes.postprocess.multiclass_nms`).
+    ``score_thr`` (:func:`~odcli.boxes.postprocess.multiclass_nms`; ties at the cut: the lower prior).
 
     Args:
         scores: (B, N, C) probabilities.
@@ -63,13 +82,10 @@ def per_class_candidates(scores: torch.Tensor, cfg: NMSConfig) -> torch.Tensor:
         (B, C, N): the score of each candidate, :data:`DROPPED` elsewhere.
     """
     per_class = scores.transpose(1, 2)
-    n = per_class.shape[2]
-    k = min(cfg.nms_pre, n) if cfg.nms_pre > 0 else n
-    if k < n:
-        top, pos = per_class.topk(k, dim=2)
-        kept = torch.where(top > cfg.score_thr, top, DROPPED)
-        return torch.full_like(per_class, DROPPED).scatter(2, pos, kept)
-    return torch.where(per_class > cfg.score_thr, per_class, DROPPED)
+    keep = per_class > cfg.score_thr
+    if cfg.nms_pre > 0:
+        keep = keep & first_k(per_class, cfg.nms_pre)
+    return torch.where(keep, per_class, DROPPED)
 
 
 class ExportGraph(nn.Module):
