@@ -38,12 +38,6 @@ def _aligned_overlap_union(
     return overlap, (box_area(boxes1) + box_area(boxes2) - overlap).clamp(min=eps)
 
 
-def aligned_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """IoU of corresponding boxes: (..., 4) and (..., 4) → (...)."""
-    overlap, union = _aligned_overlap_union(boxes1, boxes2, eps)
-    return overlap / union
-
-
 def aligned_giou(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Generalised IoU of corresponding boxes (..., 4) → (...), in [-1, 1]."""
     overlap, union = _aligned_overlap_union(boxes1, boxes2, eps)

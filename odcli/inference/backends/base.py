@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from odcli.errors import OdetError
-from odcli.inference.backends.meta import INPUT_NAMES, ExportMeta
+from odcli.inference.backends.meta import ExportMeta
 from odcli.models.dense_head import Decoded, Detections
 from odcli.models.heads.dense import postprocess_per_class, postprocess_per_level
 
@@ -195,9 +195,3 @@ class ExportedBackend:
             boxes=torch.from_numpy(np.asarray(outputs["boxes"], dtype=np.float32)),
             level_counts=self.meta.level_counts,
         )
-
-
-def input_names_check(names: Sequence[str], source: str) -> None:
-    """Fail with one line when a file's graph inputs are not odet's."""
-    if set(names) - set(INPUT_NAMES):
-        raise OdetError(f"{source} takes inputs {list(names)}, not odet's {list(INPUT_NAMES)}")
