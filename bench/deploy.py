@@ -13,7 +13,8 @@ rotating order — so machine load hits all alike; figures are medians. The last
 forward / ONNX Runtime (OpenVINO) forward, Y = torch-infer-path predict / its forward (upstream test
 config). Usage::
 
-    python bench/deploy.py [--weights W --arch A] [--images 8] [--rounds 5] [--threads N] [--display-thr 0.3]
+    python bench/deploy.py [--weights W --arch A] [--images DIR] [--count 8] [--rounds 5]
+        [--threads N] [--display-thr 0.3]
 """
 
 from __future__ import annotations

@@ -116,6 +116,15 @@ def test_retinanet_fixed_batch_file_runs_any_number_of_images(retinanet: dict) -
     assert len(dets) == 3
     assert_same_detections(refs, dets, score_tol=1e-4)
     assert all(len(d["boxes"]) == 100 for d in dets)
+    # One min_score for both chunks (the 41st best score of the first image): exactly the best of
+    # the full run's detections.
+    thr = float(dets[0]["scores"][40])
+    shown = backend.predict(batch, metas, min_score=thr)
+    counts = [int((full["scores"] >= thr).sum()) for full in dets]
+    assert counts[0] == 41
+    for full, part, n in zip(dets, shown, counts, strict=True):
+        assert len(part["scores"]) == n
+        assert all(torch.equal(part[k], full[k][:n]) for k in ("boxes", "scores", "labels"))
 
 
 def test_ppyoloe_raw_outputs_match_within_1e4(ppyoloe: dict) -> None:

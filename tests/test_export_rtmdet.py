@@ -104,6 +104,26 @@ def test_padded_outputs_follow_the_documented_layout(exported: dict) -> None:
     assert np.all(np.diff(out["scores"], axis=1) <= 0)  # best first
 
 
+def test_min_score_drops_candidates_inside_the_graph(exported: dict) -> None:
+    """Fed ``min_score``, the graph itself returns only detections scoring at least it (``num_dets``
+    counts them), and they are exactly the full run's best: the threshold went before NMS, where it
+    saves the work, without changing a detection."""
+    backend = _backend(exported["paths"]["nms"])
+    images = reference_images((*BATCH_A, "000000000030.jpg"))
+    batch, metas = export_inputs(backend.meta, images)
+    full = backend.run(batch, metas)
+    assert full["num_dets"].tolist() == [300, 300, 300]
+    for thr in (0.3, 0.6):
+        out = backend.run(batch, metas, min_score=thr)
+        above = (full["scores"] >= thr).sum(axis=1)
+        assert out["num_dets"].tolist() == above.tolist()
+        for i, n in enumerate(above.tolist()):
+            for key in ("boxes", "scores", "labels"):
+                assert np.array_equal(out[key][i, :n], full[key][i, :n])
+            assert np.all(out["scores"][i, n:] == 0) and np.all(out["labels"][i, n:] == -1)
+    assert 0 < above[2] < 300  # the third image has fewer detections above 0.6 than max_per_img
+
+
 def test_the_file_carries_its_metadata(exported: dict) -> None:
     import onnx
 
@@ -121,8 +141,27 @@ def test_the_file_carries_its_metadata(exported: dict) -> None:
     inputs = {
         i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input
     }
-    assert list(inputs) == ["images", "img_shape", "scale_factor"]
+    assert list(inputs) == ["images", "img_shape", "scale_factor", "min_score"]
     assert inputs["images"][1:] == [3, 640, 640] and isinstance(inputs["images"][0], str)  # symbolic batch
+    assert inputs["min_score"] == [1] and meta["min_score_input"] is True
+    assert list(meta["layout"]["inputs"]) == list(inputs)
     assert [o.name for o in model.graph.output] == ["boxes", "scores", "labels", "num_dets"]
     assert "NonMaxSuppression" in {n.op_type for n in model.graph.node}
     assert "images" in exported["stdout"] and "num_dets" in exported["stdout"]  # the CLI's summary
+
+
+def test_files_exported_before_min_score_are_fed_without_it(exported: dict) -> None:
+    """Metadata without ``min_score_input`` (NMS files of earlier odet): three inputs, no threshold fed."""
+    import onnx
+
+    from odcli.inference.backends.base import ExportedBackend
+    from odcli.inference.backends.meta import ExportMeta
+
+    model = onnx.load(str(exported["paths"]["nms"]), load_external_data=False)
+    data = json.loads({p.key: p.value for p in model.metadata_props}["odet"])
+    del data["min_score_input"]
+    old = ExportedBackend()
+    old.meta = ExportMeta.from_json(json.dumps(data))
+    assert old.meta.input_names == ("images", "img_shape", "scale_factor")
+    batch, metas = export_inputs(old.meta, reference_images())
+    assert list(old.feeds(batch, metas, min_score=0.3)) == ["images", "img_shape", "scale_factor"]

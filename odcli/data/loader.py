@@ -109,7 +109,6 @@ def build_loader(
     )
 
 
-
 def iterate_batches(loader: Iterable[Any]) -> Iterator[Any]:
     """Iterate ``loader``, turning a user error raised inside a worker back into a one-line error.
 

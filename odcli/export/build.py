@@ -68,7 +68,7 @@ class ExportPlan:
     """What a writer needs: the module to trace, example inputs of the right shapes, the metadata."""
 
     graph: ExportGraph
-    example: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    example: tuple[torch.Tensor, ...]
     meta: ExportMeta
 
     def final_meta(self, **changes: object) -> ExportMeta:
@@ -114,6 +114,8 @@ def plan_export(
         torch.tensor([[h, w]] * b, dtype=torch.float32),
         torch.ones(b, 2),
     )
+    if nms:
+        example = (*example, torch.zeros(1))  # min_score
     cfg = model.head.nms
     meta = ExportMeta(
         arch=model.arch,
@@ -136,6 +138,7 @@ def plan_export(
         max_per_img=cfg.max_per_img,
         min_bbox_size=cfg.min_bbox_size,
         nms=nms,
+        min_score_input=nms,
         level_counts=level_counts(model, canvas),
         strides=tuple(int(s) for s in model.head.strides),
         half=half,

@@ -101,8 +101,15 @@ class ExportGraph(nn.Module):
         half: run the network in float16 (normalisation, decoding and NMS stay float32).
 
     ``forward(images (B, 3, H, W) float32 BGR 0–255, img_shape (B, 2) (h, w), scale_factor (B, 2)
-    (sx, sy))`` → with ``nms`` boxes (B, K, 4) xyxy original pixels, scores (B, K), labels (B, K)
-    int64, num_dets (B,) int64; else boxes (B, N, 4) xyxy canvas pixels, scores (B, N, C).
+    (sx, sy)[, min_score (1,) float32])`` → with ``nms`` boxes (B, K, 4) xyxy original pixels, scores
+    (B, K), labels (B, K) int64, num_dets (B,) int64; else boxes (B, N, 4) xyxy canvas pixels, scores
+    (B, N, C).
+
+    ``min_score`` (NMS graphs; 0 = the upstream test config) drops every candidate scoring below it
+    *before* NMS, which is what makes a display threshold cheap: the detections then returned are
+    exactly the full run's that score at least ``min_score`` — greedy NMS visits boxes best first, so
+    a box above the threshold is only ever suppressed by boxes above it, and the best ``max_per_img``
+    survivors above it are the same either way. The per-level top-k stays on all pairs, as upstream.
     """
 
     def __init__(
@@ -133,7 +140,11 @@ class ExportGraph(nn.Module):
         return x
 
     def forward(
-        self, images: torch.Tensor, img_shape: torch.Tensor, scale_factor: torch.Tensor
+        self,
+        images: torch.Tensor,
+        img_shape: torch.Tensor,
+        scale_factor: torch.Tensor,
+        min_score: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, ...]:
         x = self.normalize(images, img_shape)
         if self.half:
@@ -153,5 +164,7 @@ class ExportGraph(nn.Module):
         else:
             boxes = decoded.boxes / sf  # PaddleDetection divides and does not clip
             candidates = per_class_candidates(decoded.scores, cfg)
+        if min_score is not None:
+            candidates = torch.where(candidates >= min_score, candidates, DROPPED)
         selected = class_aware_nms(boxes, candidates, cfg.max_per_img, cfg.iou_thr, cfg.score_thr)
         return padded_detections(selected, candidates, boxes, cfg.max_per_img)

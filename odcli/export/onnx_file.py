@@ -51,6 +51,8 @@ def write_onnx(plan: ExportPlan, path: Path, *, opset: int = DEFAULT_OPSET) -> E
     if plan.meta.batch is None:
         batch = torch.export.Dim("batch", min=1, max=MAX_DYNAMIC_BATCH)
         dynamic = {name: {0: batch} for name in INPUT_NAMES}
+        if plan.meta.min_score_input:
+            dynamic["min_score"] = None  # one threshold for the whole batch
     # The exporter narrates its steps on stdout; odet's own output is the summary table.
     with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         # "The axis name: batch will not be used, since it shares the same shape constraints with
@@ -59,7 +61,7 @@ def write_onnx(plan: ExportPlan, path: Path, *, opset: int = DEFAULT_OPSET) -> E
         program = torch.onnx.export(
             plan.graph,
             plan.example,
-            input_names=list(INPUT_NAMES),
+            input_names=list(plan.meta.input_names),
             output_names=list(plan.meta.output_names),
             opset_version=opset,
             dynamo=True,

@@ -75,6 +75,8 @@ def build_engine(
         profile = builder.create_optimization_profile()
         for i in range(network.num_inputs):
             tensor = network.get_input(i)
+            if tensor.name == "min_score":  # (1,): one threshold, whatever the batch
+                continue
             rest = tuple(tensor.shape)[1:]
             profile.set_shape(tensor.name, (1, *rest), (1, *rest), (max_batch, *rest))
         config.add_optimization_profile(profile)

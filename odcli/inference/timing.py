@@ -110,7 +110,7 @@ class ExportedStages:
         t0 = time.perf_counter()
         batch, metas = predictor.canvases([predictor.prepare(img) for img in images])
         t1 = time.perf_counter()
-        outputs = predictor.backend.run(batch, metas)  # numpy outputs: the runtime has finished
+        outputs = predictor.backend.run(batch, metas, min_score=self.min_score)  # numpy: the runtime is done
         t2 = time.perf_counter()
         predictor.backend.detections(outputs, metas, min_score=self.min_score)
         return t1 - t0, t2 - t1, time.perf_counter() - t2

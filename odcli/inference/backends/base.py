@@ -64,9 +64,14 @@ class Backend(Protocol):
         ...
 
     def run(
-        self, images: torch.Tensor | np.ndarray, metas: Sequence[dict[str, Any]]
+        self,
+        images: torch.Tensor | np.ndarray,
+        metas: Sequence[dict[str, Any]],
+        *,
+        min_score: float | None = None,
     ) -> dict[str, np.ndarray]:
-        """The outputs for any number of images (split into the file's batch size if it has one)."""
+        """The outputs for any number of images (split into the file's batch size if it has one);
+        ``min_score`` feeds the graph's threshold where it has one (NMS exports)."""
         ...
 
     def predict(
@@ -98,9 +103,14 @@ class ExportedBackend:
         raise NotImplementedError
 
     def feeds(
-        self, images: torch.Tensor | np.ndarray, metas: Sequence[dict[str, Any]]
+        self,
+        images: torch.Tensor | np.ndarray,
+        metas: Sequence[dict[str, Any]],
+        *,
+        min_score: float | None = None,
     ) -> dict[str, np.ndarray]:
-        """The named inputs for a batch, checked against the file's canvas."""
+        """The named inputs for a batch, checked against the file's canvas; ``min_score`` (None: 0,
+        the test config) for files that take it."""
         array = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
         h, w = self.meta.canvas
         if array.ndim != 4 or array.shape[1:] != (3, h, w):
@@ -110,27 +120,36 @@ class ExportedBackend:
             )
         if len(metas) != len(array):
             raise OdetError(f"{len(array)} images but {len(metas)} metas")
-        return {
+        feeds = {
             "images": np.ascontiguousarray(array, dtype=np.float32),
             "img_shape": np.array([list(m["img_shape"])[:2] for m in metas], dtype=np.float32),
             "scale_factor": np.array([list(m["scale_factor"])[:2] for m in metas], dtype=np.float32),
         }
+        if self.meta.min_score_input:
+            feeds["min_score"] = np.array([min_score or 0.0], dtype=np.float32)
+        return feeds
 
     def run(
-        self, images: torch.Tensor | np.ndarray, metas: Sequence[dict[str, Any]]
+        self,
+        images: torch.Tensor | np.ndarray,
+        metas: Sequence[dict[str, Any]],
+        *,
+        min_score: float | None = None,
     ) -> dict[str, np.ndarray]:
-        feeds = self.feeds(images, metas)
+        feeds = self.feeds(images, metas, min_score=min_score)
         size, total = self.meta.batch, len(metas)
         if size is None or size == total:
             return self.infer(feeds)
         # A fixed-batch file: whole chunks, the last one filled up by repeating its last image.
+        shared = {k: v for k, v in feeds.items() if k == "min_score"}
+        batched = {k: v for k, v in feeds.items() if k not in shared}
         chunks: list[dict[str, np.ndarray]] = []
         for start in range(0, total, size):
-            part = {k: v[start : start + size] for k, v in feeds.items()}
+            part = {k: v[start : start + size] for k, v in batched.items()}
             short = size - len(part["images"])
             if short:
                 part = {k: np.concatenate([v, np.repeat(v[-1:], short, axis=0)]) for k, v in part.items()}
-            chunks.append(self.infer(part))
+            chunks.append(self.infer({**part, **shared}))
         return {k: np.concatenate([c[k] for c in chunks])[:total] for k in chunks[0]}
 
     def predict(
@@ -141,7 +160,8 @@ class ExportedBackend:
         min_score: float | None = None,
         max_dets: int | None = None,
     ) -> Detections:
-        return self.detections(self.run(images, metas), metas, min_score=min_score, max_dets=max_dets)
+        outputs = self.run(images, metas, min_score=min_score)
+        return self.detections(outputs, metas, min_score=min_score, max_dets=max_dets)
 
     def detections(
         self,

@@ -14,6 +14,9 @@ The graph's inputs (every file):
   (RTMDet: the padded (H, W), upstream clips to it).
 * ``scale_factor`` (B, 2) float32: (sx, sy) = resized / original size per axis (odet's and
   MMDetection's order; PaddleDetection's own exports take (sy, sx)).
+* ``min_score`` (1,) float32, NMS graphs only (``min_score_input``): candidates scoring below it take
+  no part in NMS, so the outputs are exactly the full run's detections scoring at least it; 0 gives
+  the upstream test config. A display threshold fed here costs far less NMS than one applied after.
 
 Outputs with NMS in the graph (fixed size, best first; K = ``max_per_img``):
 ``boxes`` (B, K, 4) float32 xyxy original-image pixels, ``scores`` (B, K) float32, ``labels`` (B, K)
@@ -71,6 +74,7 @@ class ExportMeta:
             then class-aware NMS and the best ``max_per_img``.
         score_thr / nms_pre / iou_thr / max_per_img / min_bbox_size: the test config.
         nms: post-processing is in the graph (outputs :data:`NMS_OUTPUT_NAMES`), else raw outputs.
+        min_score_input: the graph takes ``min_score`` (NMS exports since odet 0.1.0; earlier files do not).
         level_counts: priors per level (strides ascending), N in total. strides: the levels' strides.
         half: fp16 weights and compute (inputs and outputs stay float32).
         format / opset / exporter: how the file was written. odet_version / torch_version: by what.
@@ -100,6 +104,7 @@ class ExportMeta:
     level_counts: tuple[int, ...]
     strides: tuple[int, ...]
     half: bool = False
+    min_score_input: bool = False
     format: str = "onnx"
     opset: int | None = None
     exporter: str = ""
@@ -110,6 +115,10 @@ class ExportMeta:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return (*INPUT_NAMES, "min_score") if self.min_score_input else INPUT_NAMES
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -161,6 +170,12 @@ class ExportMeta:
             "img_shape": {"shape": [b, 2], "dtype": "float32", "meaning": "(h, w) content on the canvas"},
             "scale_factor": {"shape": [b, 2], "dtype": "float32", "meaning": "(sx, sy) resized / original"},
         }
+        if self.min_score_input:
+            inputs["min_score"] = {
+                "shape": [1],
+                "dtype": "float32",
+                "meaning": "drop candidates below it before NMS (0: test config)",
+            }
         k, n, c = self.max_per_img, sum(self.level_counts), self.num_classes
         if self.nms:
             outputs = {

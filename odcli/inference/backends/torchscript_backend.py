@@ -41,6 +41,6 @@ class TorchScriptBackend(ExportedBackend):
 
     @torch.no_grad()
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        args = [torch.from_numpy(feeds[k]).to(self.device) for k in ("images", "img_shape", "scale_factor")]
+        args = [torch.from_numpy(feeds[k]).to(self.device) for k in self.meta.input_names]
         outputs = self.module(*args)
         return {k: v.cpu().numpy() for k, v in zip(self.output_names, outputs, strict=True)}
