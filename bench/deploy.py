@@ -7,14 +7,17 @@ torch eager; torch as ``odet infer`` runs it (BN folded, channels-last); ONNX Ru
 files the ``--no-nms`` graph, which also normalises and decodes the boxes), *predict* (forward + the
 upstream post-processing at the model's test config: for torch ``model.predict``, for exported files the
 ``--nms`` graph) and *predict@thr* (what ``odet infer`` asks for: only detections scoring at least its
-display threshold). Rounds are interleaved — every contender times every image once per round, in a
+display threshold, fed to the graphs' ``min_score``). With ``--calib N`` (default 64) the same runtimes
+also run ``odet export --int8`` files, calibrated on the last N images of the folder (none of them
+timed). Rounds are interleaved — every contender times every image once per round, in a
 rotating order — so machine load hits all alike; figures are medians. The last lines read
-``openvino_speedup=Z`` (when OpenVINO runs) and ``ort_speedup=X e2e_ratio=Y``: X (Z) = torch-infer-path
-forward / ONNX Runtime (OpenVINO) forward, Y = torch-infer-path predict / its forward (upstream test
+``openvino_speedup=Z`` (when OpenVINO runs), ``onnxruntime_int8_speedup=… openvino_int8_speedup=…``
+and ``ort_speedup=X e2e_ratio=Y``: X (Z) = torch-infer-path
+forward / ONNX Runtime (OpenVINO) float32 forward, Y = torch-infer-path predict / its forward (upstream test
 config). Usage::
 
     python bench/deploy.py [--weights W --arch A] [--images DIR] [--count 8] [--rounds 5]
-        [--threads N] [--display-thr 0.3]
+        [--threads N] [--display-thr 0.3] [--calib 64]
 """
 
 from __future__ import annotations
@@ -106,17 +109,28 @@ def torch_cases(
     return contenders, samples or []
 
 
-#: The exported runtimes: the ``odet export`` format each one runs, and its module.
-RUNTIMES = {"onnxruntime": ("onnx", ".onnx"), "openvino": ("openvino", ".xml")}
+#: The exported contenders: the runtime, the ``odet export`` format it runs, its suffix, int8 or not.
+RUNTIMES = {
+    "onnxruntime": ("onnxruntime", "onnx", ".onnx", False),
+    "openvino": ("openvino", "openvino", ".xml", False),
+    "onnxruntime int8": ("onnxruntime", "onnx", ".onnx", True),
+    "openvino int8": ("openvino", "onnx", ".onnx", True),  # OpenVINO reads the QDQ .onnx
+}
 
 
-def _odet_exports(weights: Path, arch: str, folder: Path, fmt: str, suffix: str) -> tuple[Path, Path]:
-    """``odet export --format FMT`` without and with NMS in the graph (what the CLI writes)."""
+def _odet_exports(
+    weights: Path, arch: str, folder: Path, fmt: str, suffix: str, calib: Path | None
+) -> tuple[Path, Path]:
+    """``odet export --format FMT`` without and with NMS in the graph (what the CLI writes);
+    ``--int8 --calib CALIB`` where ``calib`` is given. Made once per (format, int8)."""
     from odcli.export.run import export_model
 
-    raw, nms = folder / f"{fmt}_raw{suffix}", folder / f"{fmt}_nms{suffix}"
-    export_model(weights, raw, fmt=fmt, arch=arch, nms=False)
-    export_model(weights, nms, fmt=fmt, arch=arch, nms=True)
+    tag = f"{fmt}{'_int8' if calib else ''}"
+    raw, nms = folder / f"{tag}_raw{suffix}", folder / f"{tag}_nms{suffix}"
+    if not nms.exists():
+        quant = {"int8": True, "calib": calib} if calib else {}
+        export_model(weights, raw, fmt=fmt, arch=arch, nms=False, **quant)
+        export_model(weights, nms, fmt=fmt, arch=arch, nms=True, **quant)
     return raw, nms
 
 
@@ -133,22 +147,31 @@ def _runner(name: str, threads: int) -> Callable[[Path], Any]:
 
 
 def exported_cases(
-    weights: Path, arch: str, samples: list[Any], threads: int, folder: Path, display_thr: float
+    weights: Path,
+    arch: str,
+    samples: list[Any],
+    threads: int,
+    folder: Path,
+    display_thr: float,
+    calib: Path | None,
 ) -> tuple[dict[str, dict[str, list[Callable[[], object]]]], list[str]]:
     """Forward / predict / predict@thr callables per image for ONNX Runtime (``.onnx``) and OpenVINO
-    (``.xml``) on ``odet export`` files: forward = the ``--no-nms`` file, predict = the ``--nms`` one."""
+    (``.xml``) on ``odet export`` files: forward = the ``--no-nms`` file, predict = the ``--nms`` one;
+    the int8 files too where ``calib`` (calibration images) is given."""
     from odcli.inference.backends.inputs import canvas_batch
 
     notes: list[str] = []
     contenders: dict[str, dict[str, list[Callable[[], object]]]] = {}
-    for name, (fmt, suffix) in RUNTIMES.items():
-        if not importlib.util.find_spec(name):
-            extra = "export" if name == "onnxruntime" else "openvino"
+    for name, (runtime, fmt, suffix, int8) in RUNTIMES.items():
+        if int8 and calib is None:
+            continue
+        if not importlib.util.find_spec(runtime):
+            extra = "export" if runtime == "onnxruntime" else "openvino"
             notes.append(f"{name} not installed: pip install -e '.[{extra}]'")
             continue
         try:
-            raw, nms = _odet_exports(weights, arch, folder, fmt, suffix)
-            make = _runner(name, threads)
+            raw, nms = _odet_exports(weights, arch, folder, fmt, suffix, calib if int8 else None)
+            make = _runner(runtime, threads)
             forward_backend, nms_backend = make(raw), make(nms)
         except Exception as exc:  # say why, time the others
             notes.append(f"{name}: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:120]}")
@@ -178,6 +201,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: torch's)")
     parser.add_argument("--display-thr", type=float, default=0.3, help="odet infer's --score-thr")
+    parser.add_argument(
+        "--calib", type=int, default=64,
+        help="int8 contenders calibrated on this many images of the folder not among those timed (0: none)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -194,8 +221,13 @@ def main() -> None:
 
     contenders, samples = torch_cases(args.weights, args.arch, paths, args.display_thr)
     with tempfile.TemporaryDirectory() as tmp:
+        calib = None
+        if args.calib > 0:
+            rest = sorted(p for p in args.images.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+            calib = Path(tmp) / "calib.txt"
+            calib.write_text("\n".join(str(p) for p in rest[args.count :][-args.calib :]))
         exported, notes = exported_cases(
-            args.weights, args.arch, samples, threads, Path(tmp), args.display_thr
+            args.weights, args.arch, samples, threads, Path(tmp), args.display_thr, calib
         )
         contenders.update(exported)
         cases = {f"{who}|{what}": fns for who, parts in contenders.items() for what, fns in parts.items()}
@@ -230,6 +262,9 @@ def main() -> None:
         print(f"fastest exported forward: {best} (NMS in the graph: predict / forward = {nms_ratio:.2f})")
     if "openvino" in speedups:
         print(f"openvino_speedup={speedups['openvino']:.2f}")
+    int8 = {who.split()[0]: value for who, value in speedups.items() if who.endswith(" int8")}
+    if int8:
+        print(" ".join(f"{who}_int8_speedup={value:.2f}" for who, value in int8.items()))
     ort_speedup = speedups.get("onnxruntime", math.nan)
     e2e_ratio = ms["torch infer path|predict"] / infer_forward
     print(f"ort_speedup={ort_speedup:.2f} e2e_ratio={e2e_ratio:.2f}")

@@ -45,20 +45,33 @@ def export(
     opset: int | None = typer.Option(
         None, "--opset", help="ONNX opset (default 18, the oldest the exporter writes)."
     ),
+    int8: bool = typer.Option(
+        False,
+        "--int8",
+        help="Quantise the network to int8 (ONNX; static, calibrated on --calib): ~1.9x faster on "
+        "CPUs with VNNI, at some accuracy: check it with odet eval.",
+    ),
+    calib: Path | None = typer.Option(
+        None, "--calib", help="Calibration images for --int8: a folder (recursive) or a .txt list."
+    ),
+    calib_images: int = typer.Option(64, "--calib-images", help="How many of them (the first, sorted)."),
 ) -> None:
     """Export a detector (BN folded; normalisation, decoding and NMS inside) with its metadata."""
     from odcli.export.run import export_model
 
     done = export_model(
         weights, out, fmt=fmt, arch=arch, imgsz=imgsz or None, batch=batch, dynamic_batch=dynamic_batch,
-        nms=nms, half=half, opset=opset,
+        nms=nms, half=half, opset=opset, int8=int8, calib=calib, calib_images=calib_images,
     )  # fmt: skip
     meta = done.meta
     layout = meta.layout()
     table = Table(title=f"exported ({meta.format})", title_justify="left", show_header=False)
     table.add_column(style="dim")
     table.add_column(overflow="fold")
-    table.add_row("arch", f"{meta.arch} · {meta.num_classes} classes" + (" · fp16" if meta.half else ""))
+    precision = " · fp16" if meta.half else " · int8" if meta.int8 else ""
+    table.add_row("arch", f"{meta.arch} · {meta.num_classes} classes{precision}")
+    if meta.int8:
+        table.add_row("calibration", meta.calibration)
     for kind in ("inputs", "outputs"):
         for name, spec in layout[kind].items():
             shape = "×".join(str(d) for d in spec["shape"])

@@ -74,6 +74,22 @@ def check_output(out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
 
 
+def _check_int8(fmt: str, half: bool, calib: str | Path | None, count: int) -> list[Path]:
+    """The calibration images of an ``--int8`` export, after checking it can be made."""
+    if fmt != "onnx":
+        raise OdetError(
+            f"--int8 writes ONNX files (run them with ONNX Runtime, or OpenVINO with --backend openvino); "
+            f"not --format {fmt}"
+        )
+    if half:
+        raise OdetError("--int8 and --half exclude each other: give one")
+    if calib is None:
+        raise OdetError("--int8 needs --calib DIR: images like those the model will see (64 are used)")
+    from odcli.export.quantize import calibration_images
+
+    return calibration_images(calib, count)
+
+
 def export_model(
     weights: str | Path,
     out: str | Path,
@@ -86,6 +102,9 @@ def export_model(
     nms: bool = True,
     half: bool = False,
     opset: int | None = None,
+    int8: bool = False,
+    calib: str | Path | None = None,
+    calib_images: int = 64,
 ) -> ExportResult:
     """Export a detector to ONNX, OpenVINO, TorchScript or a TensorRT engine.
 
@@ -99,6 +118,8 @@ def export_model(
         nms: the upstream post-processing in the graph (outputs are final detections).
         half: fp16 weights and compute (float32 inputs and outputs).
         opset: ONNX opset (default :data:`~odcli.export.onnx_file.DEFAULT_OPSET`).
+        int8: quantise the network to int8 (ONNX only; :mod:`odcli.export.quantize`), its ranges
+            calibrated on the first ``calib_images`` images of ``calib`` (a folder or a .txt list).
 
     Raises:
         OdetError: bad options, missing packages, an output that cannot be written, unusable weights.
@@ -109,6 +130,7 @@ def export_model(
         raise OdetError("--batch and --dynamic-batch exclude each other: give one")
     if batch is not None and batch < 1:
         raise OdetError(f"--batch must be >= 1, got {batch}")
+    calib_paths = _check_int8(fmt, half, calib, calib_images) if int8 else None
     check_dependencies(fmt)
     check_output(out)
 
@@ -127,6 +149,10 @@ def export_model(
     files: tuple[Path, ...] = (out,)
     if fmt == "onnx":
         meta = write_onnx(plan, out, opset=opset)
+        if calib_paths:
+            from odcli.export.quantize import quantize_onnx
+
+            meta = quantize_onnx(out, meta, calib_paths)
     elif fmt == "openvino":
         from odcli.export.openvino_file import write_openvino
 

@@ -21,7 +21,7 @@ from odcli.inference.backends.meta import ExportMeta
 from odcli.models.dense_head import Decoded, Detections
 from odcli.models.heads.dense import postprocess_per_class, postprocess_per_level
 
-__all__ = ["Backend", "ExportedBackend", "import_optional"]
+__all__ = ["Backend", "ExportedBackend", "graph_feeds", "import_optional"]
 
 #: The pip extra that installs each optional runtime.
 EXTRAS = {"onnx": "export", "onnxruntime": "export", "onnxscript": "export", "openvino": "openvino"}
@@ -41,6 +41,42 @@ def import_optional(name: str, what: str = "") -> ModuleType:
         fix = f'pip install "odet[{extra}]"' if extra else f"pip install {name}"
         need = f" (needed for {what})" if what else ""
         raise OdetError(f"{name} is not installed{need}: {fix}") from None
+
+
+def graph_feeds(
+    meta: ExportMeta,
+    images: torch.Tensor | np.ndarray,
+    metas: Sequence[dict[str, Any]],
+    *,
+    min_score: float | None = None,
+) -> dict[str, np.ndarray]:
+    """The named inputs of an exported graph for a batch, checked against its canvas.
+
+    Args:
+        meta: the file's metadata. images: (B, 3, H, W) float32 BGR 0–255 canvases.
+        metas: per image ``img_shape`` (h, w) and ``scale_factor`` (sx, sy).
+        min_score: for files that take it (None: 0, the test config).
+
+    Raises:
+        OdetError: images of another shape than the canvas, or not one meta per image.
+    """
+    array = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    h, w = meta.canvas
+    if array.ndim != 4 or array.shape[1:] != (3, h, w):
+        raise OdetError(
+            f"this {meta.arch} export takes (B, 3, {h}, {w}) images, got {tuple(array.shape)}; "
+            f"re-export with --imgsz for another size"
+        )
+    if len(metas) != len(array):
+        raise OdetError(f"{len(array)} images but {len(metas)} metas")
+    feeds = {
+        "images": np.ascontiguousarray(array, dtype=np.float32),
+        "img_shape": np.array([list(m["img_shape"])[:2] for m in metas], dtype=np.float32),
+        "scale_factor": np.array([list(m["scale_factor"])[:2] for m in metas], dtype=np.float32),
+    }
+    if meta.min_score_input:
+        feeds["min_score"] = np.array([min_score or 0.0], dtype=np.float32)
+    return feeds
 
 
 @runtime_checkable
@@ -109,25 +145,8 @@ class ExportedBackend:
         *,
         min_score: float | None = None,
     ) -> dict[str, np.ndarray]:
-        """The named inputs for a batch, checked against the file's canvas; ``min_score`` (None: 0,
-        the test config) for files that take it."""
-        array = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
-        h, w = self.meta.canvas
-        if array.ndim != 4 or array.shape[1:] != (3, h, w):
-            raise OdetError(
-                f"this {self.meta.arch} export takes (B, 3, {h}, {w}) images, got {tuple(array.shape)}; "
-                f"re-export with --imgsz for another size"
-            )
-        if len(metas) != len(array):
-            raise OdetError(f"{len(array)} images but {len(metas)} metas")
-        feeds = {
-            "images": np.ascontiguousarray(array, dtype=np.float32),
-            "img_shape": np.array([list(m["img_shape"])[:2] for m in metas], dtype=np.float32),
-            "scale_factor": np.array([list(m["scale_factor"])[:2] for m in metas], dtype=np.float32),
-        }
-        if self.meta.min_score_input:
-            feeds["min_score"] = np.array([min_score or 0.0], dtype=np.float32)
-        return feeds
+        """The named inputs for a batch (:func:`graph_feeds`)."""
+        return graph_feeds(self.meta, images, metas, min_score=min_score)
 
     def run(
         self,

@@ -77,6 +77,8 @@ class ExportMeta:
         min_score_input: the graph takes ``min_score`` (NMS exports since odet 0.1.0; earlier files do not).
         level_counts: priors per level (strides ascending), N in total. strides: the levels' strides.
         half: fp16 weights and compute (inputs and outputs stay float32).
+        int8: the network's convolutions run in int8 (ONNX QDQ, static post-training quantisation;
+            normalisation, decoding and NMS stay float32). calibration: how its ranges were found.
         format / opset / exporter: how the file was written. odet_version / torch_version: by what.
         source: the weights file it came from.
     """
@@ -105,6 +107,8 @@ class ExportMeta:
     strides: tuple[int, ...]
     half: bool = False
     min_score_input: bool = False
+    int8: bool = False
+    calibration: str = ""
     format: str = "onnx"
     opset: int | None = None
     exporter: str = ""
