@@ -119,3 +119,63 @@ def test_exported_candidates_keep_the_tie_rule_in_the_runtime(candidates_onnx: s
     assert {(int(p), int(c)) for p, c in (eager_level[0] >= 0).nonzero().tolist()} == upstream_per_level(
         scores
     )
+
+
+class _ThresholdedCandidates(torch.nn.Module):
+    """Both candidate rules with a runtime ``min_score``, as the NMS graphs take it."""
+
+    def forward(self, scores: torch.Tensor, min_score: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = NMSConfig(score_thr=0.1, nms_pre=300, iou_thr=0.5, max_per_img=100)
+        return per_level_candidates(scores, LEVELS, CFG, min_score), per_class_candidates(
+            scores, cfg, min_score
+        )
+
+
+@pytest.mark.parametrize("runtime", ["eager", "onnxruntime", "openvino"])
+def test_min_score_candidates_skip_the_top_k_only_where_it_cannot_cut(tmp_path, runtime: str) -> None:
+    """min_score 0: more pairs than nms_pre pass, the top-k cuts (tie rule kept); 0.96: at most
+    nms_pre pass on every level and class, the graph takes its other ``If`` branch — and both give
+    upstream's candidates that score at least min_score, in PyTorch and in the runtimes."""
+    if runtime != "eager" and importlib.util.find_spec(runtime) is None:
+        pytest.skip(f"{runtime} not installed (pip install -e '.[export,openvino]')")
+    scores = tied_scores(2)
+    module = _ThresholdedCandidates().eval()
+    if runtime != "eager":
+        if importlib.util.find_spec("onnxscript") is None:
+            pytest.skip("onnxscript not installed (pip install -e '.[export]')")
+        path = str(tmp_path / "thresholded.onnx")
+        with torch.no_grad():
+            program = torch.onnx.export(
+                module, (scores, torch.zeros(1)), path, dynamo=True, optimize=True, verbose=False
+            )
+        assert [n.op_type for n in program.model.graph].count("If") == 4  # 3 levels + the per-class cut
+    for min_score in (0.0, 0.96):
+        threshold = torch.tensor([min_score])
+        if runtime == "eager":
+            per_level, per_class = module(scores, threshold)
+        else:
+            import numpy as np
+
+            feeds = {"scores": scores.numpy(), "min_score": np.array([min_score], np.float32)}
+            if runtime == "onnxruntime":
+                import onnxruntime as ort
+
+                session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+                outputs = session.run(None, feeds)
+            else:
+                import openvino as ov
+
+                compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+                request = compiled.create_infer_request()
+                results = request.infer({i.get_any_name(): feeds[i.get_any_name()] for i in compiled.inputs})
+                outputs = [np.asarray(results[o]) for o in compiled.outputs]
+            per_level, per_class = (torch.from_numpy(o) for o in outputs)
+        level_pairs = {(int(p), int(c)) for p, c in (per_level[0] >= 0).nonzero().tolist()}
+        wanted = {(p, c) for p, c in upstream_per_level(scores) if scores[0, p, c] >= min_score}
+        assert level_pairs == wanted and len(wanted) > 0
+        class_pairs = {(int(c), int(p)) for c, p in (per_class[0] >= 0).nonzero().tolist()}
+        wanted = {(c, p) for c, p in upstream_per_class(scores, 300) if scores[0, p, c] >= min_score}
+        assert class_pairs == wanted and len(wanted) > 0
+    # The second threshold is one where no top-k can cut: at most nms_pre pairs pass anywhere.
+    assert int((scores[0, :1500] >= 0.96).sum()) <= CFG.nms_pre
+    assert int((scores[0] >= 0.96).sum(dim=0).max()) <= 300

@@ -19,7 +19,14 @@ from odcli.boxes.postprocess import NMSConfig
 from odcli.export.nms import class_aware_nms, padded_detections
 from odcli.models.detector import Detector
 
-__all__ = ["POSTPROCESS_STYLE", "ExportGraph", "first_k", "per_class_candidates", "per_level_candidates"]
+__all__ = [
+    "POSTPROCESS_STYLE",
+    "ExportGraph",
+    "best_k_above",
+    "first_k",
+    "per_class_candidates",
+    "per_level_candidates",
+]
 
 #: The post-processing each family's upstream applies
 #: (see :class:`~odcli.inference.backends.meta.ExportMeta`).
@@ -54,9 +61,41 @@ def first_k(x: torch.Tensor, k: int) -> torch.Tensor:
     return over | (ties & (ties.cumsum(dim=-1, dtype=torch.int32) <= room))
 
 
-def per_level_candidates(scores: torch.Tensor, level_counts: tuple[int, ...], cfg: NMSConfig) -> torch.Tensor:
+def best_k_above(x: torch.Tensor, k: int, above: torch.Tensor) -> torch.Tensor:
+    """``first_k(x, k) & above``, where ``above`` marks the entries over a threshold of ``x``, with the
+    top-k only computed when some row has more than ``k`` entries above.
+
+    Exact either way: when a row has at most k entries above a threshold, each of them is among its
+    best k (everything ranked ahead of one is at least as large, hence above too), so ``above`` is
+    the answer. That is the common case — always with a display threshold — and the top-k over every
+    (prior, class) pair (RTMDet at 640: 512,000 of them, k 30,000) is the dearest step of the
+    exported post-processing. Exported, the test is one ONNX ``If``; traced for TorchScript, which
+    cannot record ``torch.cond``, the top-k always runs.
+    """
+    if k >= x.shape[-1]:
+        return above
+    if torch.jit.is_tracing():
+        return first_k(x, k) & above
+    return torch.cond(
+        (above.sum(dim=-1) > k).any(), lambda v, a: first_k(v, k) & a, lambda v, a: a.clone(), (x, above)
+    )
+
+
+def _above(x: torch.Tensor, cfg: NMSConfig, min_score: torch.Tensor | None) -> torch.Tensor:
+    """Upstream's ``score > score_thr``, and ``score >= min_score`` where the caller gives one."""
+    above = x > cfg.score_thr
+    return above if min_score is None else above & (x >= min_score)
+
+
+def per_level_candidates(
+    scores: torch.Tensor,
+    level_counts: tuple[int, ...],
+    cfg: NMSConfig,
+    min_score: torch.Tensor | None = None,
+) -> torch.Tensor:
     """MMDetection's candidates: on each level the best ``nms_pre`` (prior, class) pairs, kept if above
-    ``score_thr`` (:func:`~odcli.boxes.postprocess.select_topk`; ties at the cut: the lower key).
+    ``score_thr`` (:func:`~odcli.boxes.postprocess.select_topk`; ties at the cut: the lower key) and,
+    where given, scoring at least ``min_score`` ((1,) tensor).
 
     Args:
         scores: (B, N, C) probabilities, levels concatenated (``level_counts`` priors each).
@@ -67,14 +106,17 @@ def per_level_candidates(scores: torch.Tensor, level_counts: tuple[int, ...], cf
     out = []
     for level in scores.split(list(level_counts), dim=1):  # a handful of levels, fixed at export
         flat = level.reshape(batch, -1)  # prior-major, class-minor: upstream's flattening
-        keep = first_k(flat, cfg.nms_pre) & (flat > cfg.score_thr)
+        keep = best_k_above(flat, cfg.nms_pre, _above(flat, cfg, min_score))
         out.append(torch.where(keep, flat, DROPPED).reshape(batch, -1, num_classes))
     return torch.cat(out, dim=1)
 
 
-def per_class_candidates(scores: torch.Tensor, cfg: NMSConfig) -> torch.Tensor:
+def per_class_candidates(
+    scores: torch.Tensor, cfg: NMSConfig, min_score: torch.Tensor | None = None
+) -> torch.Tensor:
     """PaddleDetection's candidates: per class the best ``nms_pre`` priors (≤ 0: all), kept if above
-    ``score_thr`` (:func:`~odcli.boxes.postprocess.multiclass_nms`; ties at the cut: the lower prior).
+    ``score_thr`` (:func:`~odcli.boxes.postprocess.multiclass_nms`; ties at the cut: the lower prior)
+    and, where given, scoring at least ``min_score``.
 
     Args:
         scores: (B, N, C) probabilities.
@@ -82,9 +124,9 @@ def per_class_candidates(scores: torch.Tensor, cfg: NMSConfig) -> torch.Tensor:
         (B, C, N): the score of each candidate, :data:`DROPPED` elsewhere.
     """
     per_class = scores.transpose(1, 2)
-    keep = per_class > cfg.score_thr
+    keep = _above(per_class, cfg, min_score)
     if cfg.nms_pre > 0:
-        keep = keep & first_k(per_class, cfg.nms_pre)
+        keep = best_k_above(per_class, cfg.nms_pre, keep)
     return torch.where(keep, per_class, DROPPED)
 
 
@@ -109,7 +151,8 @@ class ExportGraph(nn.Module):
     *before* NMS, which is what makes a display threshold cheap: the detections then returned are
     exactly the full run's that score at least ``min_score`` — greedy NMS visits boxes best first, so
     a box above the threshold is only ever suppressed by boxes above it, and the best ``max_per_img``
-    survivors above it are the same either way. The per-level top-k stays on all pairs, as upstream.
+    survivors above it are the same either way. The ``nms_pre`` cut still ranks all pairs, as upstream
+    (:func:`best_k_above`: computed only where more pairs than ``nms_pre`` pass the thresholds).
     """
 
     def __init__(
@@ -159,12 +202,10 @@ class ExportGraph(nn.Module):
             boxes = torch.minimum(decoded.boxes.clamp(min=0), hw) * (1.0 / sf)  # MMDetection: × 1/s
             size = boxes[..., 2:] - boxes[..., :2]
             big = (size > cfg.min_bbox_size).all(dim=-1, keepdim=True)  # (B, N, 1)
-            pairs = per_level_candidates(decoded.scores, decoded.level_counts, cfg)
+            pairs = per_level_candidates(decoded.scores, decoded.level_counts, cfg, min_score)
             candidates = torch.where(big, pairs, DROPPED).transpose(1, 2)
         else:
             boxes = decoded.boxes / sf  # PaddleDetection divides and does not clip
-            candidates = per_class_candidates(decoded.scores, cfg)
-        if min_score is not None:
-            candidates = torch.where(candidates >= min_score, candidates, DROPPED)
+            candidates = per_class_candidates(decoded.scores, cfg, min_score)
         selected = class_aware_nms(boxes, candidates, cfg.max_per_img, cfg.iou_thr, cfg.score_thr)
         return padded_detections(selected, candidates, boxes, cfg.max_per_img)
