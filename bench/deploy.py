@@ -101,10 +101,12 @@ def torch_cases(
             with torch.inference_mode():
                 return m.head.postprocess(m.decode(x), metas, min_score=display_thr)
 
+        # The functions are bound as defaults: a closure would look them up when called, after the
+        # loop — every contender would then run the last model.
         contenders[name] = {
-            "forward": [lambda x=x: forward(x) for x, _ in inputs],
-            "predict": [lambda x=x, m=m: predict(x, m) for x, m in inputs],
-            "predict@thr": [lambda x=x, m=m: shown(x, m) for x, m in inputs],
+            "forward": [lambda x=x, f=forward: f(x) for x, _ in inputs],
+            "predict": [lambda x=x, m=m, f=predict: f(x, m) for x, m in inputs],
+            "predict@thr": [lambda x=x, m=m, f=shown: f(x, m) for x, m in inputs],
         }
     return contenders, samples or []
 

@@ -116,3 +116,13 @@ def test_int8_misuse_is_one_line(flags: list[str], message: str, tmp_path: Path)
     assert message in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_infer_names_an_int8_file_in_its_summary(int8_file: dict, tmp_path: Path) -> None:
+    image = require(COCO128 / "images" / "000000000009.jpg")
+    args = ["infer", str(image), "-w", str(int8_file["path"]), "-o", str(tmp_path / "out"), "--device", "cpu"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "onnxruntime on cpu, int8" in result.stdout
+    records = json.loads((tmp_path / "out" / "detections.json").read_text())
+    assert records["detections"] and all(r["score"] >= 0.3 for r in records["detections"])

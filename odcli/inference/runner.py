@@ -179,8 +179,9 @@ class LoadedExport:
 
     @property
     def runtime(self) -> str:
-        """``onnxruntime on cpu``: what runs the file, for the commands' summaries."""
-        return f"{self.backend.name} on {self.device}"
+        """``onnxruntime on cpu`` (``, int8`` for a quantised file): what runs the file, for the
+        commands' summaries."""
+        return f"{self.backend.name} on {self.device}" + (", int8" if self.meta.int8 else "")
 
 
 def load_exported(
