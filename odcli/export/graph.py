@@ -69,12 +69,14 @@ def best_k_above(x: torch.Tensor, k: int, above: torch.Tensor) -> torch.Tensor:
     best k (everything ranked ahead of one is at least as large, hence above too), so ``above`` is
     the answer. That is the common case — always with a display threshold — and the top-k over every
     (prior, class) pair (RTMDet at 640: 512,000 of them, k 30,000) is the dearest step of the
-    exported post-processing. Exported, the test is one ONNX ``If``; traced for TorchScript, which
-    cannot record ``torch.cond``, the top-k always runs.
+    exported post-processing. Exported by ``torch.onnx.export``, the test is one ONNX ``If``. Anywhere
+    else the top-k simply runs: TorchScript tracing cannot record ``torch.cond``, and an eager
+    ``torch.cond`` goes through ``torch.compile``, whose machinery left in a test process was seen to
+    crash it later (SIGSEGV on a signal delivery in tests/test_resume.py).
     """
     if k >= x.shape[-1]:
         return above
-    if torch.jit.is_tracing():
+    if not torch.compiler.is_exporting():
         return first_k(x, k) & above
     return torch.cond(
         (above.sum(dim=-1) > k).any(), lambda v, a: first_k(v, k) & a, lambda v, a: a.clone(), (x, above)

@@ -74,7 +74,8 @@ class ExportMeta:
             then class-aware NMS and the best ``max_per_img``.
         score_thr / nms_pre / iou_thr / max_per_img / min_bbox_size: the test config.
         nms: post-processing is in the graph (outputs :data:`NMS_OUTPUT_NAMES`), else raw outputs.
-        min_score_input: the graph takes ``min_score`` (NMS exports since odet 0.1.0; earlier files do not).
+        min_score_input: the graph takes ``min_score`` (every NMS export now; files written before
+            the input existed lack it and run without it).
         level_counts: priors per level (strides ascending), N in total. strides: the levels' strides.
         half: fp16 weights and compute (inputs and outputs stay float32).
         int8: the network's convolutions run in int8 (ONNX QDQ, static post-training quantisation;
