@@ -132,10 +132,11 @@ np.savez(sys.argv[3], *[np.asarray(results[o]) for o in compiled.outputs])
 
 
 def _openvino_in_a_subprocess(path: str, feeds: dict, folder) -> list:
-    """OpenVINO's outputs for ``feeds``, computed in a child process. In the test process, running
-    this small If-graph through both branches, then forking DataLoader workers, left the process
-    unable to take a signal (SIGSEGV on delivery, in tests/test_resume.py); odet's own exports did
-    not show it — kept out of the shared process until it is understood."""
+    """OpenVINO's outputs for ``feeds``, computed in a child process. In the test process, compiling
+    this small graph twice (with or without its ``If`` nodes) and running it, then forking DataLoader
+    workers, left the process unable to take a signal (SIGSEGV on the next SIGCHLD, in
+    tests/test_resume.py). odet's own exports run the same way, and ``odet eval model.xml --workers 2``,
+    did not show it; kept out of the shared process until it is understood."""
     import subprocess
     import sys
 

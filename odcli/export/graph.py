@@ -71,8 +71,7 @@ def best_k_above(x: torch.Tensor, k: int, above: torch.Tensor) -> torch.Tensor:
     (prior, class) pair (RTMDet at 640: 512,000 of them, k 30,000) is the dearest step of the
     exported post-processing. Exported by ``torch.onnx.export``, the test is one ONNX ``If``. Anywhere
     else the top-k simply runs: TorchScript tracing cannot record ``torch.cond``, and an eager
-    ``torch.cond`` goes through ``torch.compile``, whose machinery left in a test process was seen to
-    crash it later (SIGSEGV on a signal delivery in tests/test_resume.py).
+    ``torch.cond`` would go through ``torch.compile`` on every call.
     """
     if k >= x.shape[-1]:
         return above
