@@ -126,3 +126,14 @@ def test_infer_names_an_int8_file_in_its_summary(int8_file: dict, tmp_path: Path
     assert "onnxruntime on cpu, int8" in result.stdout
     records = json.loads((tmp_path / "out" / "detections.json").read_text())
     assert records["detections"] and all(r["score"] >= 0.3 for r in records["detections"])
+
+
+def test_eval_of_an_int8_file_records_its_precision(int8_file: dict, tmp_path: Path) -> None:
+    out = tmp_path / "detections.json"
+    args = ["eval", str(int8_file["path"]), "--ann", str(COCO8 / "annotations" / "instances.json"),
+            "--images", str(COCO8 / "images"), "--no-plots", "-o", str(out), "--max-images", "2"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "onnxruntime on cpu, int8" in result.stdout.replace("\n", " ")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert (metrics["backend"], metrics["precision"], metrics["num_images"]) == ("onnxruntime", "int8", 2)

@@ -215,6 +215,7 @@ def test_eval_through_onnxruntime_gives_the_pytorch_map(
     stdout = _ok("eval", onnx_file, "--ann", truth, "-o", ort_dets, "-b", "3", *data)  # batches of 3, then 1
     metrics = _metrics(ort_dets)
     assert metrics["backend"] == "onnxruntime" and metrics["num_images"] == 4
+    assert metrics["precision"] == "float32"
     assert abs(metrics["stats"]["mAP"] - expected) <= 0.001, (metrics["stats"]["mAP"], expected)
     assert "onnxruntime on cpu" in stdout
     ref, got = (json.loads(p.read_text()) for p in (torch_dets, ort_dets))

@@ -175,11 +175,13 @@ def evaluate_checkpoint(
         loaded = load_model(weights, config=recipe.model, device=device)
         model: Any = loaded.model
         stored, arch, runs_on, used = loaded.meta, model.arch, loaded.device, "torch"
+        precision = "float32"
     else:
         exported = resolved.exported
         model = ExportedPredictor(exported.backend)
         stored, arch, runs_on = {"cat_ids": exported.cat_ids}, exported.arch, exported.device
         used = exported.backend.name
+        precision = "int8" if exported.meta.int8 else "float16" if exported.meta.half else "float32"
     dataset.transforms = eval_transforms(model)
     n_eval = len(dataset) if max_images is None else min(max_images, len(dataset))
     # A missing file would otherwise surface minutes in, from inside a loader worker.
@@ -193,6 +195,7 @@ def evaluate_checkpoint(
 
     if console is not None:
         where = f"device {runs_on}" if used == "torch" else f"{used} on {runs_on}"
+        where += ", int8" if precision == "int8" else ""
         console.print(f"[bold]eval[/] {weights} ({arch}) on {ann_file} — {n_eval} images, {where}")
     start = time.perf_counter()
     metrics, results = run_coco_eval(
@@ -216,6 +219,7 @@ def evaluate_checkpoint(
             "weights": str(weights),
             "arch": arch,
             "backend": used,
+            "precision": precision,
             "ann_file": str(ann_file),
             "image_dir": str(image_dir),
             "detections_file": str(out),
