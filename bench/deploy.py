@@ -215,9 +215,8 @@ def main() -> None:
     for module in ("onnxruntime", "openvino"):
         if importlib.util.find_spec(module):
             versions.append(f"{module} {__import__(module).__version__}")
-    paths = sorted(p for p in args.images.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})[
-        : args.count
-    ]
+    folder = sorted(p for p in args.images.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+    paths = folder[: args.count]
     print(f"{' · '.join(versions)} · {threads} threads · {args.arch} · {len(paths)} images · batch 1")
     load_before = os.getloadavg()[0]
 
@@ -225,9 +224,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         calib = None
         if args.calib > 0:
-            rest = sorted(p for p in args.images.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
             calib = Path(tmp) / "calib.txt"
-            calib.write_text("\n".join(str(p) for p in rest[args.count :][-args.calib :]))
+            calib.write_text("\n".join(str(p) for p in folder[args.count :][-args.calib :]))
         exported, notes = exported_cases(
             args.weights, args.arch, samples, threads, Path(tmp), args.display_thr, calib
         )

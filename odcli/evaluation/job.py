@@ -175,13 +175,12 @@ def evaluate_checkpoint(
         loaded = load_model(weights, config=recipe.model, device=device)
         model: Any = loaded.model
         stored, arch, runs_on, used = loaded.meta, model.arch, loaded.device, "torch"
-        precision = "float32"
+        precision, where = "float32", f"device {runs_on}"
     else:
         exported = resolved.exported
         model = ExportedPredictor(exported.backend)
         stored, arch, runs_on = {"cat_ids": exported.cat_ids}, exported.arch, exported.device
-        used = exported.backend.name
-        precision = "int8" if exported.meta.int8 else "float16" if exported.meta.half else "float32"
+        used, precision, where = exported.backend.name, exported.meta.precision, exported.runtime
     dataset.transforms = eval_transforms(model)
     n_eval = len(dataset) if max_images is None else min(max_images, len(dataset))
     # A missing file would otherwise surface minutes in, from inside a loader worker.
@@ -194,8 +193,6 @@ def evaluate_checkpoint(
     cat_ids = _model_cat_ids(stored, dataset, model.num_classes, ann_file)
 
     if console is not None:
-        where = f"device {runs_on}" if used == "torch" else f"{used} on {runs_on}"
-        where += ", int8" if precision == "int8" else ""
         console.print(f"[bold]eval[/] {weights} ({arch}) on {ann_file} — {n_eval} images, {where}")
     start = time.perf_counter()
     metrics, results = run_coco_eval(

@@ -48,8 +48,6 @@ QUANTIZED_OPS = (
 NETWORK_SCOPES = ("model.backbone", "model.neck", "model.head")
 #: The heads' last convolutions (RTMDet, RetinaNet, PP-YOLOE), kept float32.
 PREDICTION_MODULES = ("cls_preds", "reg_preds", "cls_pred", "reg_pred", "pred_cls", "pred_reg", "proj_conv")
-#: Default number of calibration images.
-DEFAULT_CALIB_IMAGES = 64
 
 
 def _module_scope(node: Any) -> str:
@@ -134,7 +132,7 @@ def quantize_onnx(path: Path, meta: ExportMeta, images: Sequence[Path]) -> Expor
         The metadata now stored in the file (``int8``, ``calibration``).
     """
     onnx = import_optional("onnx", "odet export --int8")
-    import_optional("onnxruntime", "odet export --int8")
+    import_optional("onnxruntime", "odet export --int8")  # the pip line, if onnxruntime is missing
     quantization = import_optional("onnxruntime.quantization", "odet export --int8")
     model = onnx.load(str(path))
     nodes = network_nodes(model)
@@ -149,22 +147,24 @@ def quantize_onnx(path: Path, meta: ExportMeta, images: Sequence[Path]) -> Expor
     # ONNX Runtime's quantiser logs advice on the root logger ("consider pre-processing…"): the
     # exporter's graph is already shape-inferred, and odet's output is its summary table.
     root.setLevel(logging.ERROR)
-    with tempfile.TemporaryDirectory(prefix=".odet-int8-", dir=path.parent) as tmp:
-        quantized = Path(tmp) / "int8.onnx"
-        quantization.quantize_static(
-            str(path),
-            str(quantized),
-            _CalibrationFeeds(meta, images),
-            quant_format=quantization.QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=quantization.QuantType.QUInt8,
-            weight_type=quantization.QuantType.QInt8,
-            op_types_to_quantize=list(QUANTIZED_OPS),
-            nodes_to_quantize=nodes,
-            calibrate_method=quantization.CalibrationMethod.MinMax,
-        )
-        result = onnx.load(str(quantized))
-    root.setLevel(level)
+    try:
+        with tempfile.TemporaryDirectory(prefix=".odet-int8-", dir=path.parent) as tmp:
+            quantized = Path(tmp) / "int8.onnx"
+            quantization.quantize_static(
+                str(path),
+                str(quantized),
+                _CalibrationFeeds(meta, images),
+                quant_format=quantization.QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=quantization.QuantType.QUInt8,
+                weight_type=quantization.QuantType.QInt8,
+                op_types_to_quantize=list(QUANTIZED_OPS),
+                nodes_to_quantize=nodes,
+                calibrate_method=quantization.CalibrationMethod.MinMax,
+            )
+            result = onnx.load(str(quantized))
+    finally:
+        root.setLevel(level)
     del result.metadata_props[:]
     result.metadata_props.add(key=METADATA_KEY, value=int8_meta.to_json())
     result.producer_name = "odet"

@@ -74,6 +74,10 @@ def check_output(out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
 
 
+#: Calibration images an ``--int8`` export takes by default.
+DEFAULT_CALIB_IMAGES = 64
+
+
 def _check_int8(fmt: str, half: bool, calib: str | Path | None, count: int) -> list[Path]:
     """The calibration images of an ``--int8`` export, after checking it can be made."""
     if fmt != "onnx":
@@ -84,7 +88,7 @@ def _check_int8(fmt: str, half: bool, calib: str | Path | None, count: int) -> l
     if half:
         raise OdetError("--int8 and --half exclude each other: give one")
     if calib is None:
-        raise OdetError("--int8 needs --calib DIR: images like those the model will see (64 are used)")
+        raise OdetError(f"--int8 needs --calib DIR: images like those the model will see ({count} are used)")
     from odcli.export.quantize import calibration_images
 
     return calibration_images(calib, count)
@@ -104,7 +108,7 @@ def export_model(
     opset: int | None = None,
     int8: bool = False,
     calib: str | Path | None = None,
-    calib_images: int = 64,
+    calib_images: int = DEFAULT_CALIB_IMAGES,
 ) -> ExportResult:
     """Export a detector to ONNX, OpenVINO, TorchScript or a TensorRT engine.
 

@@ -181,7 +181,7 @@ class LoadedExport:
     def runtime(self) -> str:
         """``onnxruntime on cpu`` (``, int8`` for a quantised file): what runs the file, for the
         commands' summaries."""
-        return f"{self.backend.name} on {self.device}" + (", int8" if self.meta.int8 else "")
+        return f"{self.backend.name} on {self.device}" + (", int8" if self.meta.precision == "int8" else "")
 
 
 def load_exported(

@@ -122,6 +122,11 @@ class ExportMeta:
         return len(self.classes)
 
     @property
+    def precision(self) -> str:
+        """What the network computes in: ``int8``, ``float16`` or ``float32``."""
+        return "int8" if self.int8 else "float16" if self.half else "float32"
+
+    @property
     def input_names(self) -> tuple[str, ...]:
         return (*INPUT_NAMES, "min_score") if self.min_score_input else INPUT_NAMES
 
